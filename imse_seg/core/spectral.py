@@ -195,7 +195,7 @@ def spectralize(model: nn.Module, include: str | Sequence[str],
     include_patterns, exclude_patterns = _as_patterns(include), _as_patterns(exclude)
     if not include_patterns:
         raise ValueError('spectralize: no include pattern given')
-    named = list(model.named_modules())
+    named = [(name, module) for name, module in model.named_modules() if name]
     attention_of = {id(m.out_proj): m for _, m in named if isinstance(m, nn.MultiheadAttention)}
     for pattern in include_patterns + exclude_patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named):

@@ -1,6 +1,7 @@
 """The mmcv.ops stand-in (issue 2): mmseg builds SegFormer with mmcv-lite; a full mmcv is left alone."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,9 +40,13 @@ def test_compiled_op_placeholder_fails_clearly() -> None:
 
 
 def test_full_mmcv_is_left_alone() -> None:
-    code = ('import sys, types; sys.modules["mmcv._ext"] = types.ModuleType("mmcv._ext"); '
-            'import imse_seg; from imse_seg.compat import install_mmcv_ops_stand_in; '
-            'assert "mmcv.ops" not in sys.modules; assert install_mmcv_ops_stand_in() is False; '
+    # Load the compat module by path, so that importing the package (which imports mmseg) does not
+    # interfere; a fake compiled extension stands for a full mmcv.
+    source = Path(__file__).resolve().parents[1] / 'imse_seg' / 'compat' / 'mmcv_ops.py'
+    code = ('import importlib.util, sys, types; sys.modules["mmcv._ext"] = types.ModuleType("mmcv._ext"); '
+            f'spec = importlib.util.spec_from_file_location("mmcv_ops_compat", {str(source)!r}); '
+            'module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); '
+            'assert module.install_mmcv_ops_stand_in() is False; assert "mmcv.ops" not in sys.modules; '
             'print("untouched")')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr

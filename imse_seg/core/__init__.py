@@ -3,13 +3,22 @@
 - :mod:`.spectral`: spectral layers (IMSE, methods.md 1.1) and their input recording.
 - :mod:`.spectral_code`: snapshots of all singular values as one code.
 - :mod:`.parameters`: which parameters adapt, and counting them.
+- :mod:`.domain_stats`, :mod:`.code_bank`: domain statistics, shift detection and the spectral code bank
+  (IMSE, methods.md 1.4).
 """
+from .code_bank import (BankEntry, BankEvent, MixtureRetrieval, NewDomainRule, RetrievedCode, SpectralCodeBank,
+                        TopOneRetrieval)
+from .domain_stats import (DomainStatistics, RunningStatistics, ThresholdCalibration, channel_statistics,
+                           pool_statistics, symmetric_kl)
 from .parameters import ParameterCount, count_parameters, train_only, trainable_parameters
 from .spectral import SpectralLayer, SpectralWeight, record_expert_activations, spectralize
 from .spectral_code import (SpectralCode, check_code_matches, initial_spectral_code, load_spectral_code,
                             reset_spectral_code, spectral_code)
 
 __all__ = [
+    'BankEntry', 'BankEvent', 'DomainStatistics', 'MixtureRetrieval', 'NewDomainRule', 'RetrievedCode',
+    'RunningStatistics', 'SpectralCodeBank', 'ThresholdCalibration', 'TopOneRetrieval', 'channel_statistics',
+    'pool_statistics', 'symmetric_kl',
     'ParameterCount', 'SpectralCode', 'SpectralLayer', 'SpectralWeight', 'check_code_matches',
     'count_parameters', 'initial_spectral_code', 'load_spectral_code', 'record_expert_activations',
     'reset_spectral_code', 'spectral_code', 'spectralize', 'train_only', 'trainable_parameters',

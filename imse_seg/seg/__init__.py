@@ -1,5 +1,7 @@
 """The MMSegmentation adapter: registered components over :mod:`imse_seg.core`.
 
-Import it (or list it in a config's ``custom_imports``) to register the components in mmseg's and
-mmengine's registries.
+Importing it (``import imse_seg`` does, or list ``imse_seg.seg`` in a config's ``custom_imports``)
+registers the decode head and backbone variant for published SegFormer checkpoints, the ACDC dataset,
+the stream IoU metric, the adaptive model and its methods, the continual test loop and its hooks.
 """
+from . import adaptation, datasets, engine, evaluation, models  # noqa: F401  (registration)

@@ -1,0 +1,44 @@
+# Adaptation methods for SegFormer (mmseg MixVisionTransformer backbone + decode head with `conv_seg`).
+# Each is the config of one AdaptationSetupHook method; a benchmark config picks one with
+#     custom_hooks = [dict(type='AdaptationSetupHook', method={{_base_.<name>}})]
+# Spectral roles (methods.md 1.1): MHA packed in_proj + out_proj, and the two 1x1 convs of the Mix-FFN.
+# As IMSE trains the singular values of the earlier blocks and uses the last blocks only for diversity,
+# stages 1-3 (layers.0-2) train and the last stage (layers.3) carries the diversity loss.
+spectral_roles = ['backbone.layers.*.1.*.attn.attn', 'backbone.layers.*.1.*.ffn.layers.0',
+                  'backbone.layers.*.1.*.ffn.layers.4']
+trained_stages = ['backbone.layers.[012].*']
+diversity_stage = ['backbone.layers.3.*']
+# CTTA segmentation code uses Adam 6e-5 / 8 on SegFormer-B5 for TENT and CoTTA (methods.md 3).
+norm_lr = 7.5e-6
+spectral_lr = 1e-4
+
+source = dict(type='Source')
+tent = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='NormParameters'),
+    objective=dict(entropy=dict(type='EntropyTerm')),
+    optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)))
+tent_stag = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='NormParameters'),
+    objective=dict(entropy=dict(type='EntropyTerm'), stag=dict(type='StagTerm', weight=1.0)),
+    optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)))
+imse = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='SpectralParameters', convert=spectral_roles, train=trained_stages),
+    objective=dict(entropy=dict(type='EntropyTerm', margin=0.4),
+                   diversity=dict(type='DiversityTerm', weight=50.0, layers=diversity_stage, ratio=1.0)),
+    optimizer=dict(type='Adam', lr=spectral_lr),
+    sam_rho=0.05,
+    code_bank=dict(feature_module='backbone.layers.0.0', full_batch_size=1,
+                   retrieval=dict(type='TopOneRetrieval')))
+imse_stag = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='SpectralParameters', convert=spectral_roles, train=trained_stages),
+    objective=dict(entropy=dict(type='EntropyTerm', margin=0.4),
+                   diversity=dict(type='DiversityTerm', weight=50.0, layers=diversity_stage, ratio=1.0),
+                   stag=dict(type='StagTerm', weight=1.0)),
+    optimizer=dict(type='Adam', lr=spectral_lr),
+    sam_rho=0.05,
+    code_bank=dict(feature_module='backbone.layers.0.0', full_batch_size=1,
+                   retrieval=dict(type='TopOneRetrieval')))

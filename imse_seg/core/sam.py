@@ -1,0 +1,118 @@
+"""Sharpness-aware minimisation around any torch optimiser, as IMSE uses it (methods.md 1.2).
+
+One step: compute the loss at w and its gradient g; move to ``w + e``, ``e = rho * g / ||g||`` (the global
+L2 norm over all parameters); recompute the loss there and its gradient; return to w and let the base
+optimiser step with that second gradient. The loss comes from a closure, so the second forward re-runs
+the whole objective, and a reliable-entropy loss re-selects its reliable samples at the perturbed point,
+as in the official IMSE/SAR code.
+
+Construction follows the SAM implementation SAR and IMSE build on: ``SAM(params, torch.optim.Adam,
+rho=0.05, lr=...)`` creates the base optimiser on the same parameter groups, so ``param_groups`` (with
+``rho`` beside ``lr``), schedulers and ``state_dict`` are those of the base optimiser.
+
+NaN safety: nothing moves unless both losses and both gradients are finite. A non-finite first loss or
+gradient raises :class:`NonFiniteError` before any parameter changes; a non-finite second loss or
+gradient restores the parameters exactly (copies of w taken before the ascent), then raises. Gradients
+are cleared in both cases, and the base optimiser's state is untouched.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .entropy import assert_finite
+
+GRAD_NORM_EPS = 1e-12
+
+
+class SAM(Optimizer):
+    """SAM wrapping a base optimiser class (``base_optimizer(param_groups, **kwargs)``) with radius ``rho``.
+
+    ``state`` and ``param_groups`` are the base optimiser's own objects, so clearing ``state`` resets e.g.
+    Adam's moments, and a scheduler changing ``lr`` changes the base step.
+
+    ``step(closure)``: ``closure()`` runs the forward pass and returns the loss *without* calling
+    ``backward`` (SAM clears the gradients, back-propagates and checks finiteness itself). It is called
+    twice per step, at w and at ``w + e``. ``step`` returns the first loss, i.e. the one at the unperturbed
+    weights, whose forward is the prediction a test-time adapter reports.
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], base_optimizer: type[Optimizer],
+                 rho: float = 0.05, **kwargs: Any) -> None:
+        if rho < 0:
+            raise ValueError(f'SAM rho must be non-negative, got {rho}')
+        super().__init__(params, dict(rho=rho, **kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.defaults.update(self.base_optimizer.defaults)
+
+    def _params_with_grad(self) -> list[tuple[Tensor, float]]:
+        return [(p, group['rho']) for group in self.param_groups for p in group['params'] if p.grad is not None]
+
+    def _backward(self, closure: Callable[[], Tensor], which: str) -> Tensor:
+        self.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = closure()
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise TypeError(f'SAM closure must return a scalar loss tensor, got {loss!r}')
+        assert_finite(loss.detach(), f'{which} loss')
+        if not loss.requires_grad:
+            raise ValueError(f'the {which} loss does not depend on any parameter that requires grad')
+        loss.backward()
+        grads = [p.grad for p, _ in self._params_with_grad()]
+        if grads:
+            assert_finite(torch.stack([g.detach().norm() for g in grads]), f'{which} gradient norm')
+        return loss.detach()
+
+    @torch.no_grad()
+    def _ascend(self) -> dict[Tensor, Tensor]:
+        """Move every parameter with a gradient to ``w + rho * g / ||g||``; return copies of the old w."""
+        params = self._params_with_grad()
+        if not params:
+            return {}
+        norm = torch.stack([p.grad.norm() for p, _ in params]).norm()
+        saved = {}
+        for p, rho in params:
+            saved[p] = p.detach().clone()
+            p.add_(p.grad * (rho / (norm + GRAD_NORM_EPS)))
+        return saved
+
+    @torch.no_grad()
+    def _restore(self, saved: dict[Tensor, Tensor]) -> None:
+        for p, old in saved.items():
+            p.copy_(old)
+
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:
+        """One SAM step (ascent, second forward-backward, base step); returns the first loss (detached)."""
+        if closure is None:
+            raise ValueError('SAM.step needs a closure that recomputes the loss')
+        try:
+            first = self._backward(closure, 'first')
+        except BaseException:
+            self.zero_grad(set_to_none=True)
+            raise
+        saved = self._ascend()
+        try:
+            self._backward(closure, 'second (perturbed)')
+        except BaseException:
+            self._restore(saved)
+            self.zero_grad(set_to_none=True)
+            raise
+        self._restore(saved)
+        self.base_optimizer.step()
+        self.zero_grad(set_to_none=True)
+        return first
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimiser's state dict; its param groups carry ``rho``."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load into the base optimiser and re-share its (new) param groups with SAM."""
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state

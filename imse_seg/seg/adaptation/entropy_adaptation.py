@@ -1,0 +1,132 @@
+"""One-model test-time adaptation: TENT, IMSE and their STAG variants are configurations of this class."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import torch
+from mmengine.logging import print_log
+from mmengine.registry import OPTIMIZERS
+from torch import Tensor, nn
+
+from imse_seg.core.code_bank import MixtureRetrieval, NewDomainRule, SpectralCodeBank, TopOneRetrieval
+from imse_seg.core.domain_stats import ThresholdCalibration
+from imse_seg.core.distributed import average_gradients_across_ranks
+from imse_seg.core.objective import ForwardOutputs
+from imse_seg.core.sam import SAM
+from imse_seg.core.update import closure_step
+
+from ..registry import ADAPTATION, build_adaptation
+from .method import AdaptationMethod, image_region, segmentor_logits
+from .objective_terms import AdaptationContext, build_objective
+
+
+for _component in (TopOneRetrieval, MixtureRetrieval, NewDomainRule, ThresholdCalibration):
+    ADAPTATION.register_module(module=_component)
+
+
+@ADAPTATION.register_module()
+class EntropyAdaptation(AdaptationMethod):
+    """Predict, then update the selected parameters on an objective of the same forward (TENT family).
+
+    - ``parameters``: which parameters adapt (``NormParameters`` for TENT, ``SpectralParameters`` for
+      IMSE: singular values only).
+    - ``objective``: ``{name: dict(type=<term>, weight=w, ...)}`` (``EntropyTerm``, ``DiversityTerm``,
+      ``StagTerm``, ``SelfTrainingTerm``).
+    - ``optimizer``: an mmengine ``OPTIMIZERS`` config without params, e.g. ``dict(type='Adam', lr=1e-4)``;
+      with ``sam_rho`` it is wrapped in SAM (IMSE, methods.md 1.2), whose second forward re-filters the
+      reliable pixels.
+    - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the output of a frozen
+      copy of ``feature_module`` (SegFormer: the first patch embedding); None for no bank.
+    - ``reset_each_segment``: re-create the optimiser state at every segment start, as the published TENT
+      and CoTTA code does at condition changes (it knows the boundaries; a deployed model does not).
+
+    The predictions scored for a batch are those of the first forward, before this batch's update. A
+    non-finite loss raises :class:`~imse_seg.core.NonFiniteError` with the parameters untouched.
+    """
+
+    def __init__(self, parameters: Mapping, objective: Mapping[str, Mapping], optimizer: Mapping,
+                 sam_rho: float | None = None, code_bank: Mapping | None = None,
+                 reset_each_segment: bool = False) -> None:
+        self.parameters_cfg = dict(parameters)
+        self.objective_cfg = {name: dict(cfg) for name, cfg in objective.items()}
+        self.optimizer_cfg = dict(optimizer)
+        self.sam_rho = sam_rho
+        self.code_bank_cfg = dict(code_bank) if code_bank is not None else None
+        self.reset_each_segment = reset_each_segment
+        self.batches_seen = 0
+
+    def setup(self, segmentor: nn.Module) -> None:
+        selection = build_adaptation(self.parameters_cfg)(segmentor)
+        self.params = selection.params
+        self.context = AdaptationContext(segmentor, selection.layers)
+        self.objective = build_objective(self.objective_cfg, self.context)
+        self.optimizer = self._build_optimizer(self.params)
+        average_gradients_across_ranks(self.params)
+        self.bank, self.bank_features = None, None
+        if self.code_bank_cfg is not None:
+            self.bank, self.bank_features = self._build_bank(segmentor, self.code_bank_cfg)
+
+    def _build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        cfg = dict(self.optimizer_cfg)
+        optimizer_cls = OPTIMIZERS.get(cfg.pop('type'))
+        if self.sam_rho is None:
+            return optimizer_cls(params, **cfg)
+        return SAM(params, optimizer_cls, rho=self.sam_rho, **cfg)
+
+    def _build_bank(self, segmentor: nn.Module, cfg: dict) -> tuple[SpectralCodeBank, nn.Module]:
+        cfg = dict(cfg)
+        features = copy.deepcopy(segmentor.get_submodule(cfg.pop('feature_module'))).eval()
+        features.requires_grad_(False)
+        for key in ('threshold', 'retrieval', 'new_domain'):
+            if isinstance(cfg.get(key), Mapping):
+                cfg[key] = build_adaptation(cfg[key])
+        optimizer = self.optimizer.base_optimizer if isinstance(self.optimizer, SAM) else self.optimizer
+        bank = SpectralCodeBank(self.context.layers, channel_dim=-1, optimizer=optimizer, **cfg)
+        return bank, features
+
+    def start_segment(self, name: str) -> None:
+        if self.reset_each_segment:
+            self.optimizer.state.clear()
+
+    def adapt(self, segmentor: nn.Module, inputs: Tensor, metas: Sequence[dict]) -> Tensor:
+        if self.bank is not None:
+            with torch.no_grad():
+                tokens = self.bank_features(inputs)
+            self.bank.observe(tokens[0] if isinstance(tokens, tuple) else tokens, self.batches_seen)
+        first: dict[str, Tensor] = {}
+
+        def closure() -> Tensor:
+            logits = segmentor_logits(segmentor, inputs)
+            first.setdefault('logits', logits.detach())
+            loss, parts = self.objective(ForwardOutputs(
+                logits, valid=image_region(logits, inputs.shape[-2:], metas),
+                features=self.context.classifier_input.pop('features', None)))
+            first.setdefault('parts', parts)
+            return loss
+
+        with torch.enable_grad():
+            closure_step(self.optimizer, closure)
+        self.batches_seen += 1
+        return first['logits']
+
+    def bank_events(self) -> list[dict[str, Any]]:
+        """The code bank's events so far (empty without a bank)."""
+        if self.bank is None:
+            return []
+        return [vars(event).copy() for event in self.bank.events]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = dict(optimizer=self.optimizer.state_dict(), batches_seen=self.batches_seen,
+                     singular_values={layer.name: layer.singular_values.detach().clone()
+                                      for layer in self.context.layers})
+        if self.bank is not None:
+            state['bank'] = self.bank.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.batches_seen = state['batches_seen']
+        if self.bank is not None:
+            self.bank.load_state_dict(state['bank'])
+

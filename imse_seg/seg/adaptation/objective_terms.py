@@ -1,0 +1,82 @@
+"""Config-built loss terms: each factory turns a term config into a core term on the adapted model.
+
+A term config is ``dict(type=..., weight=..., **args)``; the factory receives the
+:class:`AdaptationContext` (the segmentor and its spectral layers), which is what the core terms need
+beyond their numbers: the layers whose experts the diversity loss reads, the classifier that STAG's
+anchors come from.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from torch import Tensor, nn
+
+from imse_seg.core import SpectralLayer, record_expert_activations
+from imse_seg.core.objective import DiversityLoss, EntropyLoss, Objective, SelfTrainingLoss, StagLoss
+from imse_seg.core.stag import StagAlignment, StagRowAlignment, StagWeightAlignment
+
+from ..registry import ADAPTATION, build_adaptation
+
+for _alignment in (StagAlignment, StagWeightAlignment, StagRowAlignment):
+    ADAPTATION.register_module(module=_alignment)
+
+
+@dataclass
+class AdaptationContext:
+    """What term factories may use: the segmentor, its spectral layers, the classifier input if captured."""
+    segmentor: nn.Module
+    layers: list[SpectralLayer] = field(default_factory=list)
+    classifier_input: dict[str, Tensor] = field(default_factory=dict)
+
+
+@ADAPTATION.register_module()
+def EntropyTerm(context: AdaptationContext, margin: float | None = None) -> EntropyLoss:
+    """Mean entropy (TENT, ``margin=None``) or reliable entropy with ``e0 = margin ln K`` (SAR/IMSE)."""
+    return EntropyLoss(margin)
+
+
+@ADAPTATION.register_module()
+def SelfTrainingTerm(context: AdaptationContext) -> SelfTrainingLoss:
+    """Cross-entropy to the model's own arg-max (the CoTTA paper's TENT variant)."""
+    return SelfTrainingLoss()
+
+
+@ADAPTATION.register_module()
+def DiversityTerm(context: AdaptationContext, layers: Sequence[str], ratio: float = 1.0) -> DiversityLoss:
+    """IMSE's diversity over the spectral layers whose names match ``layers`` (recording switched on)."""
+    chosen = [layer for layer in context.layers
+              if any(fnmatch.fnmatchcase(layer.name, pattern) for pattern in layers)]
+    if not chosen:
+        raise ValueError(f'DiversityTerm: patterns {list(layers)} match no spectral layer '
+                         f'({len(context.layers)} converted)')
+    record_expert_activations(chosen)
+    return DiversityLoss(chosen, ratio)
+
+
+@ADAPTATION.register_module()
+def StagTerm(context: AdaptationContext, alignment: str = 'StagAlignment',
+             classifier: str = 'decode_head.conv_seg') -> StagLoss:
+    """STAG alignment with anchors from the frozen ``classifier``.
+
+    ``alignment`` names the reading (methods.md 2): ``StagAlignment`` (A, feature gradient, default),
+    ``StagWeightAlignment`` (B) or ``StagRowAlignment`` (C); B and C need the classifier's input, which a
+    forward pre-hook on ``classifier`` captures into the context.
+    """
+    module = context.segmentor.get_submodule(classifier)
+    built = ADAPTATION.get(alignment).from_classifier(module)
+    if not isinstance(built, StagAlignment):
+        module.register_forward_pre_hook(
+            lambda _, args: context.classifier_input.__setitem__('features', args[0]))
+    return StagLoss(built)
+
+
+def build_objective(terms: Mapping[str, Mapping], context: AdaptationContext) -> Objective:
+    """``{name: dict(type=..., weight=w, **args)}`` -> :class:`Objective` of weighted core terms."""
+    built = {}
+    for name, cfg in terms.items():
+        cfg = dict(cfg)
+        weight = cfg.pop('weight', 1.0)
+        built[name] = (weight, build_adaptation(cfg, context=context))
+    return Objective(built)

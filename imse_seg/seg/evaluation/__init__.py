@@ -1,0 +1,3 @@
+from .iou_metric import StreamIoUMetric
+
+__all__ = ['StreamIoUMetric']

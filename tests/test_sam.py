@@ -1,0 +1,164 @@
+"""SAM around a base optimiser: hand-computed steps, re-filtering, NaN safety, resume (imse_seg.core.sam)."""
+import io
+import math
+
+import pytest
+import torch
+
+from imse_seg.core.entropy import NonFiniteError, entropy, reliable_entropy, reliable_mask
+from imse_seg.core.sam import SAM
+
+
+def quadratic(w: torch.Tensor) -> torch.Tensor:
+    """f(w) = w1^2 + 3 w2^2, gradient (2 w1, 6 w2)."""
+    return w[0] ** 2 + 3 * w[1] ** 2
+
+
+def hand_sam_point(w1: float, w2: float, rho: float) -> tuple[float, float]:
+    """The gradient at the ascended point w + rho g / ||g||, by hand."""
+    g1, g2 = 2 * w1, 6 * w2
+    norm = math.sqrt(g1 ** 2 + g2 ** 2)
+    return 2 * (w1 + rho * g1 / norm), 6 * (w2 + rho * g2 / norm)
+
+
+def test_sgd_step_equals_hand_computation():
+    w = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    sam = SAM([w], torch.optim.SGD, rho=0.1, lr=0.1)
+    first = sam.step(lambda: quadratic(w))
+    # g0 = (2, 6), ||g0|| = sqrt(40); ascended point (1 + 0.1 * 2/sqrt(40), 1 + 0.1 * 6/sqrt(40));
+    # g1 = (2.0632456, 6.5692100); w <- w - 0.1 g1.
+    g1 = hand_sam_point(1.0, 1.0, 0.1)
+    assert first.item() == 4.0
+    assert w.tolist() == pytest.approx([1 - 0.1 * g1[0], 1 - 0.1 * g1[1]], rel=1e-12)
+    assert w.tolist() == pytest.approx([0.79367544, 0.34307900], rel=1e-7)
+    assert w.grad is None
+
+
+def test_adam_step_equals_hand_computation():
+    """Adam's first step: m_hat = g, v_hat = g^2, so w <- w - lr * g / (|g| + eps) with the SAM gradient."""
+    w = torch.tensor([1.0, -0.5], dtype=torch.float64, requires_grad=True)
+    sam = SAM([w], torch.optim.Adam, rho=0.05, lr=0.01)
+    sam.step(lambda: quadratic(w))
+    g1 = hand_sam_point(1.0, -0.5, 0.05)
+    expected = [1.0 - 0.01 * g1[0] / (abs(g1[0]) + 1e-8), -0.5 - 0.01 * g1[1] / (abs(g1[1]) + 1e-8)]
+    assert w.tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_rho_zero_is_the_base_optimiser():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    v = w.detach().clone().requires_grad_(True)
+    SAM([w], torch.optim.SGD, rho=0.0, lr=0.1).step(lambda: quadratic(w))
+    plain = torch.optim.SGD([v], lr=0.1)
+    quadratic(v).backward()
+    plain.step()
+    torch.testing.assert_close(w, v)
+
+
+def test_second_forward_sees_perturbed_weights_and_refilters_reliable_samples():
+    """logits = s * x: the ascent lowers s (sharper is lower entropy), so a sample just reliable at s is no
+    longer reliable at s - rho and the second forward drops it."""
+    k = 3
+    e0 = 0.4 * math.log(k)
+    lo, hi = 0.0, 10.0  # bisect the logit a at which entropy([a, 0, 0]) = e0
+    for _ in range(60):
+        a = (lo + hi) / 2
+        lo, hi = (a, hi) if entropy(torch.tensor([[a, 0.0, 0.0]])).item() > e0 else (lo, a)
+    x = torch.tensor([[6.0, 0.0, 0.0], [hi * 1.001, 0.0, 0.0], [0.0, 0.1, 0.0]])
+    s0 = 1.0
+    s = torch.tensor(s0, requires_grad=True)
+    seen = []
+
+    def closure():
+        logits = s * x
+        seen.append((s.item(), reliable_mask(entropy(logits.detach()), k).tolist()))
+        return reliable_entropy(logits, 0.4)
+
+    SAM([s], torch.optim.SGD, rho=0.05, lr=0.0).step(closure)
+    assert seen[0] == (s0, [True, True, False])
+    assert seen[1][0] == pytest.approx(s0 - 0.05)
+    assert seen[1][1] == [True, False, False]
+    assert s.item() == s0  # lr 0: back at w
+
+
+def test_non_finite_first_loss_changes_nothing():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    sam = SAM([w], torch.optim.Adam, rho=0.05, lr=0.1)
+    with pytest.raises(NonFiniteError, match='first loss'):
+        sam.step(lambda: quadratic(w) * float('nan'))
+    assert w.tolist() == [1.0, 2.0]
+    assert w.grad is None and len(sam.state) == 0
+
+
+def test_non_finite_first_gradient_changes_nothing():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    sam = SAM([w], torch.optim.SGD, rho=0.05, lr=0.1)
+    with pytest.raises(NonFiniteError, match='first gradient'):
+        sam.step(lambda: (w - w.detach()).abs().sqrt().sum())  # value 0, derivative inf
+    assert w.tolist() == [1.0, 2.0]
+
+
+def test_non_finite_second_loss_restores_weights_exactly():
+    torch.manual_seed(0)
+    w = torch.randn(5, requires_grad=True)
+    original = w.detach().clone()
+    sam = SAM([w], torch.optim.Adam, rho=0.3, lr=0.1)
+    calls = []
+
+    def closure():
+        calls.append(w.detach().clone())
+        loss = (w ** 2).sum()
+        return loss if len(calls) == 1 else loss + float('inf')
+
+    with pytest.raises(NonFiniteError, match='second'):
+        sam.step(closure)
+    assert not torch.equal(calls[1], original)  # the second forward did run at the ascended point
+    assert torch.equal(w.detach(), original)
+    assert w.grad is None and len(sam.state) == 0
+
+
+def test_state_dict_round_trip_resumes_identically():
+    torch.manual_seed(0)
+    target = torch.randn(4)
+
+    def make(values):
+        w = values.clone().requires_grad_(True)
+        return w, SAM([w], torch.optim.Adam, rho=0.05, lr=0.05, betas=(0.8, 0.9))
+
+    w, sam = make(torch.zeros(4))
+    for _ in range(3):
+        sam.step(lambda: ((w - target) ** 2).sum())
+    buffer = io.BytesIO()
+    torch.save(sam.state_dict(), buffer)  # as a checkpoint does: torch shares tensors between in-memory dicts
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    assert saved['param_groups'][0]['rho'] == 0.05 and saved['state'][0]['step'] == 3
+
+    w2, sam2 = make(w.detach())
+    sam2.load_state_dict(saved)
+    assert sam2.param_groups is sam2.base_optimizer.param_groups
+    assert sam2.state is sam2.base_optimizer.state
+    for _ in range(2):
+        sam.step(lambda: ((w - target) ** 2).sum())
+        sam2.step(lambda: ((w2 - target) ** 2).sum())
+    assert torch.equal(w.detach(), w2.detach())
+
+
+def test_param_group_changes_reach_the_base_step():
+    w = torch.tensor([1.0, 1.0], requires_grad=True)
+    sam = SAM([w], torch.optim.SGD, rho=0.0, lr=0.1)
+    sam.param_groups[0]['lr'] = 0.0
+    sam.step(lambda: quadratic(w))
+    assert w.tolist() == [1.0, 1.0]
+
+
+def test_bad_use_raises():
+    w = torch.tensor([1.0], requires_grad=True)
+    with pytest.raises(ValueError, match='rho'):
+        SAM([w], torch.optim.SGD, rho=-1.0, lr=0.1)
+    sam = SAM([w], torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match='closure'):
+        sam.step()
+    with pytest.raises(ValueError, match='does not depend'):
+        sam.step(lambda: torch.tensor(1.0))
+    with pytest.raises(TypeError, match='scalar loss'):
+        sam.step(lambda: w * torch.ones(3))

@@ -1,0 +1,71 @@
+"""Continual test-time adaptation with an mmengine config: ``python tools/adapt.py CONFIG [options]``.
+
+The usual mmseg test-script options (``--checkpoint``, ``--work-dir``, ``--cfg-options``, ``--launcher``)
+plus ``--force`` (overwrite results in the work dir) and ``--dry-run`` (build the model and pipeline
+without data, e.g. to check a config in CI).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import imse_seg  # noqa: F401  (before mmseg: installs the mmcv.ops stand-in)
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+from imse_seg.seg.checkpoint import CheckpointError, check_checkpoint_classes
+from imse_seg.seg.dry_run import dry_run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='adaptation config, e.g. configs/acdc_ctta.py')
+    parser.add_argument('--checkpoint', help='source model checkpoint (overrides the config\'s load_from)')
+    parser.add_argument('--work-dir', help='where logs and results go (default: work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. test_cfg.rounds=3')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--force', action='store_true', help='overwrite results already in the work dir')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='build the model and the test pipeline on a random image, read no data')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config with the command line applied, checked before anything heavy is built."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
+    if args.checkpoint:
+        cfg.load_from = args.checkpoint
+    if args.force:
+        cfg.test_cfg.force = True
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    if args.dry_run:
+        dry_run(cfg)
+        return 0
+    if cfg.get('load_from'):
+        check_checkpoint_classes(cfg.load_from, cfg.model.module.decode_head.num_classes)
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, FileExistsError, CheckpointError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,261 @@
+"""Adverse-condition renderers for the bundled demo benchmark: fog, night, rain and snow.
+
+Each renderer takes a clear RGB frame (``uint8``, H x W x 3), its label map in Cityscapes trainIds (255 =
+ignore) and a ``numpy.random.Generator``, and returns a new ``uint8`` RGB frame; the labels never change.
+The output depends only on these inputs and the parameters, so a fixed seed gives bit-identical frames.
+The strengths are plain dataclass fields with documented defaults, to be calibrated against a source model
+on the tuning stream (``docs/demo_data.md``). Rain and snow use albumentations' maintained transforms;
+only what none provides is written here: the atmospheric scattering model with its depth, and low light.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # albumentations asks PyPI for updates at import
+import albumentations as A  # noqa: E402
+
+CONDITIONS = ('fog', 'night', 'rain', 'snow')
+
+# Cityscapes trainIds that the renderers look at.
+GROUND_IDS = (0, 1, 9)          # road, sidewalk, terrain: the ground plane of the fog depth
+SKY_ID = 10
+LAMP_IDS = (2, 5, 6, 13)        # building, pole, traffic light, car: where night light sources sit
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class FogParams:
+    """Fog by the atmospheric scattering model ``I = J t + A (1 - t)``, ``t = exp(-beta d)``.
+
+    ``beta`` (1/m) and ``airlight`` (A, fraction of white) are drawn uniformly per frame from their ranges;
+    meteorological visibility is about ``3 / beta`` (defaults: 100-200 m). The depth ``d`` comes from
+    :func:`ground_plane_depth` with the camera below; sky is at infinite depth (pure airlight).
+    """
+    beta: Range = (0.015, 0.03)
+    airlight: Range = (0.75, 0.85)
+    horizon: float = 0.46
+    camera_height_m: float = 1.2
+    hfov_deg: float = 60.0
+    max_depth_m: float = 300.0
+
+
+@dataclass(frozen=True)
+class NightParams:
+    """Low light: re-expose to a dark mean luma, tint, add light sources, then shot and read noise.
+
+    The frame is linearised (gamma 2.2), scaled so that its mean display luma (0-255, BT.601 weights) is
+    ``target_luma`` drawn per frame (real dusk frames and daylight frames end equally dark), tinted by
+    ``tint`` (linear RGB gains), given ``lights`` Gaussian light sources on average (Poisson count, centred
+    on buildings, poles, traffic lights and cars; glow sigma ``light_radius`` x height, peak linear
+    radiance ``light_gain``), and finally noised with a Poisson-Gaussian sensor model in linear light:
+    variance ``shot_noise * x + read_noise**2``.
+    """
+    target_luma: Range = (32.0, 42.0)
+    tint: tuple[float, float, float] = (0.9, 0.95, 1.1)
+    lights: float = 10.0
+    light_radius: float = 0.012
+    light_gain: float = 0.8
+    shot_noise: float = 0.002
+    read_noise: float = 0.004
+
+
+@dataclass(frozen=True)
+class RainParams:
+    """Rain: albumentations ``RandomRain`` streaks, a light scattering haze and ``Spatter`` lens drops.
+
+    ``rain_type``, ``drop_length``, ``drop_width``, ``blur`` and ``brightness`` go to ``RandomRain``
+    (``slant`` is its ``slant_range``: the horizontal pixel offset of a streak). ``haze_beta`` (1/m, per
+    frame range) applies :class:`FogParams`' scattering model (default camera) with a grey airlight of 0.6
+    for the dim, low-contrast look of rain. ``lens_drops`` is ``Spatter``'s ``mean`` (mode ``rain``, grey
+    drops): the share of the lens covered grows with it, about 3% at 0.60, 9% at 0.62 and 18% at 0.64;
+    ``None`` renders no lens drops. Pixel sizes refer to the frame size rendered (the copied frames,
+    120 x 160).
+    """
+    rain_type: Literal['drizzle', 'heavy', 'torrential', 'default'] = 'heavy'
+    drop_length: int = 10
+    drop_width: int = 1
+    slant: Range = (-5.0, 5.0)
+    blur: int = 3
+    brightness: float = 0.8
+    haze_beta: Range = (0.004, 0.008)
+    lens_drops: float | None = 0.62
+
+
+@dataclass(frozen=True)
+class SnowParams:
+    """Snow: albumentations ``RandomSnow`` cover (``bleach``), falling flakes and a bright haze.
+
+    ``snow_point`` and ``brightness`` go to ``RandomSnow(method='bleach')``, which lightens the darker
+    surfaces as if covered by snow. Flakes are short white ``RandomRain`` streaks (``flakes`` is the
+    density preset, ``flake_size`` their length and width in pixels). ``haze_beta`` (1/m, per frame
+    range) applies the scattering model with a white airlight of 0.9 for falling-snow visibility.
+    """
+    snow_point: Range = (0.2, 0.35)
+    brightness: float = 2.0
+    flakes: Literal['drizzle', 'heavy', 'torrential', 'default'] = 'heavy'
+    flake_size: int = 2
+    haze_beta: Range = (0.004, 0.008)
+
+
+@dataclass(frozen=True)
+class WeatherParams:
+    """The parameters of all four renderers, as one value to store in a manifest or pass around."""
+    fog: FogParams = field(default_factory=FogParams)
+    night: NightParams = field(default_factory=NightParams)
+    rain: RainParams = field(default_factory=RainParams)
+    snow: SnowParams = field(default_factory=SnowParams)
+
+
+def ground_plane_depth(label: np.ndarray, params: FogParams = FogParams()) -> np.ndarray:
+    """Per-pixel depth in metres from the labels alone: flat ground, upright objects, sky at infinity.
+
+    A pinhole camera ``camera_height_m`` above flat ground, looking level with the horizon at row
+    ``horizon * H`` and horizontal field of view ``hfov_deg``, sees a ground pixel at row ``v`` at depth
+    ``f h / (v - v0)``. Every other pixel stands upright on the nearest ground pixel below it in its column
+    (the point where a wall, pole or car meets the road) and takes that depth; a pixel with no ground below
+    takes the ground depth of its own row (it can be no farther). Depths are capped at ``max_depth_m``,
+    also above the horizon; sky pixels are ``inf``.
+    """
+    h, w = label.shape
+    focal = (w / 2) / math.tan(math.radians(params.hfov_deg) / 2)
+    rows = np.arange(h)
+    below = rows + 0.5 - params.horizon * h
+    row_depth = np.full(h, params.max_depth_m)
+    ahead = below > 0
+    row_depth[ahead] = np.minimum(focal * params.camera_height_m / below[ahead], params.max_depth_m)
+    ground_row = np.where(np.isin(label, GROUND_IDS), rows[:, None], h)
+    base = np.minimum.accumulate(ground_row[::-1], axis=0)[::-1]
+    base = np.where(base < h, base, rows[:, None])
+    depth = row_depth[base]
+    depth[label == SKY_ID] = np.inf
+    return depth
+
+
+def _scatter(image: np.ndarray, depth: np.ndarray, beta: float, airlight: float) -> np.ndarray:
+    """Apply ``I = J t + A (1 - t)`` to a float image in [0, 1]; ``beta = 0`` is clear air, sky included."""
+    if beta == 0:
+        return image
+    t = np.exp(-beta * depth)[..., None]
+    return image * t + airlight * (1.0 - t)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def render_fog(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+               params: FogParams = FogParams()) -> np.ndarray:
+    """Fog from the atmospheric scattering model over :func:`ground_plane_depth` (see :class:`FogParams`)."""
+    beta = rng.uniform(*params.beta)
+    airlight = rng.uniform(*params.airlight)
+    foggy = _scatter(image.astype(np.float64) / 255.0, ground_plane_depth(label, params), beta, airlight)
+    return _to_uint8(foggy)
+
+
+def _display_luma(linear: np.ndarray) -> float:
+    display = np.clip(linear, 0.0, 1.0) ** (1 / 2.2)
+    return float((display @ np.array([0.299, 0.587, 0.114])).mean() * 255.0)
+
+
+def _exposure_gain(linear: np.ndarray, target_luma: float) -> float:
+    """The gain that brings the mean display luma of ``linear`` to ``target_luma`` (bisection in log)."""
+    low, high = -12.0, 6.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        if _display_luma(linear * math.exp(mid)) < target_luma:
+            low = mid
+        else:
+            high = mid
+    return math.exp((low + high) / 2)
+
+
+_LIGHT_COLOURS = np.array([[1.0, 0.72, 0.42],   # sodium street lamp
+                           [1.0, 0.97, 0.9],    # white LED / headlight
+                           [1.0, 0.15, 0.1]])   # tail light
+
+
+def _light_sources(label: np.ndarray, rng: np.random.Generator, params: NightParams) -> np.ndarray:
+    """Linear radiance of Gaussian light sources placed on lamp-bearing classes (zeros if none)."""
+    h, w = label.shape
+    glow = np.zeros((h, w, 3))
+    ys, xs = np.nonzero(np.isin(label, LAMP_IDS))
+    count = int(rng.poisson(params.lights))
+    if count == 0 or ys.size == 0:
+        return glow
+    picks = rng.integers(0, ys.size, size=count)
+    sigmas = params.light_radius * h * rng.uniform(0.5, 1.5, size=count)
+    colours = _LIGHT_COLOURS[rng.integers(0, len(_LIGHT_COLOURS), size=count)]
+    yy, xx = np.mgrid[0:h, 0:w]
+    for y, x, sigma, colour in zip(ys[picks], xs[picks], sigmas, colours):
+        blob = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+        glow += params.light_gain * blob[..., None] * colour
+    return glow
+
+
+def render_night(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                 params: NightParams = NightParams()) -> np.ndarray:
+    """Low light with light sources and sensor noise (see :class:`NightParams`)."""
+    linear = (image.astype(np.float64) / 255.0) ** 2.2
+    linear = linear * np.array(params.tint)
+    linear = linear * _exposure_gain(linear, rng.uniform(*params.target_luma))
+    linear = linear + _light_sources(label, rng, params)
+    std = np.sqrt(params.shot_noise * np.clip(linear, 0.0, None) + params.read_noise ** 2)
+    linear = linear + std * rng.standard_normal(linear.shape)
+    return _to_uint8(np.clip(linear, 0.0, 1.0) ** (1 / 2.2))
+
+
+def _seeded(transform: A.ImageOnlyTransform, rng: np.random.Generator) -> A.ImageOnlyTransform:
+    transform.set_random_seed(int(rng.integers(0, 2 ** 31)))
+    return transform
+
+
+def _haze(image: np.ndarray, label: np.ndarray, beta: float, airlight: float) -> np.ndarray:
+    hazy = _scatter(image.astype(np.float64) / 255.0, ground_plane_depth(label), beta, airlight)
+    return _to_uint8(hazy)
+
+
+def render_rain(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                params: RainParams = RainParams()) -> np.ndarray:
+    """Rain streaks, haze and lens drops (see :class:`RainParams`)."""
+    out = _haze(image, label, rng.uniform(*params.haze_beta), 0.6)
+    streaks = A.RandomRain(slant_range=params.slant, drop_length=params.drop_length,
+                           drop_width=params.drop_width, blur_value=params.blur,
+                           brightness_coefficient=params.brightness, rain_type=params.rain_type, p=1.0)
+    out = _seeded(streaks, rng)(image=out)['image']
+    if params.lens_drops is not None:
+        drops = A.Spatter(mean=(params.lens_drops, params.lens_drops), mode='rain', color=(200, 200, 205),
+                          p=1.0)
+        out = _seeded(drops, rng)(image=out)['image']
+    return out
+
+
+def render_snow(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                params: SnowParams = SnowParams()) -> np.ndarray:
+    """Snow cover, haze and falling flakes (see :class:`SnowParams`)."""
+    cover = A.RandomSnow(snow_point_range=params.snow_point, brightness_coeff=params.brightness,
+                         method='bleach', p=1.0)
+    out = _seeded(cover, rng)(image=image)['image']
+    out = _haze(out, label, rng.uniform(*params.haze_beta), 0.9)
+    flakes = A.RandomRain(slant_range=(-3.0, 3.0), drop_length=params.flake_size,
+                          drop_width=params.flake_size, drop_color=(255, 255, 255), blur_value=1,
+                          brightness_coefficient=1.0, rain_type=params.flakes, p=1.0)
+    return _seeded(flakes, rng)(image=out)['image']
+
+
+def render(condition: str, image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+           params: WeatherParams = WeatherParams()) -> np.ndarray:
+    """Render ``condition`` (one of :data:`CONDITIONS`) on an RGB ``uint8`` frame with its trainId labels."""
+    if condition not in CONDITIONS:
+        raise ValueError(f'unknown condition {condition!r}; expected one of {CONDITIONS}')
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}')
+    if label.shape != image.shape[:2]:
+        raise ValueError(f'label shape {label.shape} does not match image shape {image.shape[:2]}')
+    renderers = {'fog': render_fog, 'night': render_night, 'rain': render_rain, 'snow': render_snow}
+    return renderers[condition](image, label, rng, getattr(params, condition))

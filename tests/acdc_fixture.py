@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import torch
 
+import imse_seg  # noqa: F401  (before mmseg)
+
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = ('fog', 'night', 'rain', 'snow')
-IMAGE_SHAPE = (48, 96)
+IMAGE_SHAPE = (64, 128)
 IMAGES_PER_CONDITION = 3
 
 TINY_SEGMENTOR = dict(
@@ -24,12 +26,12 @@ TINY_SEGMENTOR = dict(
     test_cfg=dict(mode='whole'))
 
 
-def write_acdc_tree(root: Path, seed: int = 0) -> Path:
+def write_acdc_tree(root: Path, seed: int = 0, images_per_condition: int = IMAGES_PER_CONDITION) -> Path:
     """rgb_anon/<cond>/train/<seq>/*_rgb_anon.png and gt/... with smooth colours and trainId labels."""
     rng = np.random.default_rng(seed)
     h, w = IMAGE_SHAPE
     for c, condition in enumerate(CONDITIONS):
-        for i in range(IMAGES_PER_CONDITION):
+        for i in range(images_per_condition):
             name = f'GOPR{c}{i:03d}_frame_{i:06d}'
             img_dir = root / 'rgb_anon' / condition / 'train' / f'GOPR{c}'
             gt_dir = root / 'gt' / condition / 'train' / f'GOPR{c}'
@@ -61,17 +63,42 @@ def write_tiny_checkpoint(path: Path, num_classes: int = 19, seed: int = 0) -> P
     return path
 
 
-def write_config(path: Path, data_root: Path, method: str, rounds: int = 2) -> Path:
-    """A config over the repo's real bases, with the tiny model and data swapped in."""
+def write_config(path: Path, data_root: Path, method: str, rounds: int = 2, extra: str = '') -> Path:
+    """A config over the repo's real bases, with the tiny model and data swapped in (``extra``: more lines)."""
     path.write_text(f'''
 _base_ = ['{REPO}/configs/_base_/datasets/acdc.py', '{REPO}/configs/_base_/default_runtime.py',
           '{REPO}/configs/_base_/methods/segformer.py']
 custom_imports = dict(imports=['imse_seg.seg'], allow_failed_imports=False)
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(96, 48), keep_ratio=True),
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 64), keep_ratio=True),
                  dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
 test_dataloader = dict(num_workers=0, dataset=dict(data_root='{data_root}', pipeline=test_pipeline))
 test_cfg = dict(rounds={rounds})
 model = dict(type='AdaptiveSegmentor', module={TINY_SEGMENTOR!r})
 custom_hooks = [dict(type='AdaptationSetupHook', method={{{{_base_.{method}}}}})]
+{extra}
 ''')
     return path
+
+
+def register_parameter_trace_hook() -> None:
+    """Register ``ParameterTraceHook``: after every test iteration, append each rank's trainable
+    parameter checksum to ``<work_dir>/trace_rank<r>.txt`` (for the distributed test)."""
+    from mmengine.dist import get_rank
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    if 'ParameterTraceHook' in HOOKS.module_dict:
+        return
+
+    @HOOKS.register_module()
+    class ParameterTraceHook(Hook):
+        def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            model = runner.model.module if hasattr(runner.model, 'module') and \
+                hasattr(runner.model.module, 'method') else runner.model
+            params = [p.detach().double() for p in model.module.parameters() if p.requires_grad]
+            checksum = sum(float((p * (1 + torch.arange(p.numel()).reshape(p.shape))).sum()) for p in params)
+            with open(Path(runner.work_dir) / f'trace_rank{get_rank()}.txt', 'a') as handle:
+                handle.write(f'{checksum!r}\n')
+
+
+register_parameter_trace_hook()

@@ -47,7 +47,7 @@ def mmseg_reference_miou(stream: dict) -> dict[str, float]:
     init_default_scope('mmseg')
     model = MODELS.build(ConfigDict(TINY_SEGMENTOR)).eval()
     load_checkpoint(model, str(stream['checkpoint']), map_location='cpu')
-    pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(96, 48), keep_ratio=True),
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 64), keep_ratio=True),
                 dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
     results = {}
     for condition in CONDITIONS:
@@ -76,7 +76,7 @@ def test_source_reproduces_mmseg_evaluation(stream) -> None:
     assert len(csv_rows) == 1 + len(CONDITIONS) * ROUNDS
 
 
-@pytest.mark.parametrize('method', ['tent', 'tent_stag', 'imse', 'imse_stag'])
+@pytest.mark.parametrize('method', ['tent', 'tent_stag', 'imse', 'imse_stag', 'cotta', 'tent_published'])
 def test_adaptive_methods_run_and_change_predictions(stream, method) -> None:
     # The reference learning rates are for real models over long streams; 24 images of a random model
     # need a larger one to move any prediction.
@@ -88,6 +88,11 @@ def test_adaptive_methods_run_and_change_predictions(stream, method) -> None:
     changed = [r for r in records
                if r['metrics']['mIoU'] != source[(r['key']['condition'], r['key']['round'])]]
     assert changed, f'{method} left every segment identical to the source model'
+    work_dir = stream['root'] / f'work_{method}'
+    assert (work_dir / 'miou_stream.png').stat().st_size > 10_000
+    if method.startswith('imse'):
+        events = [json.loads(line) for line in (work_dir / 'bank_events.jsonl').read_text().splitlines()]
+        assert [e['batch_index'] for e in events] == list(range(len(CONDITIONS) * ROUNDS * IMAGES_PER_CONDITION))
 
 
 _CACHE: dict[str, list[dict]] = {}
@@ -144,3 +149,31 @@ def test_existing_results_are_not_overwritten(stream, tmp_path) -> None:
     again = adapt(config, *args)
     assert again.returncode == 2 and '--force' in again.stderr
     assert adapt(config, *args, '--force').returncode == 0
+
+
+def test_imse_stag_changes_only_singular_values(stream, tmp_path) -> None:
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner, load_checkpoint
+    from mmseg.registry import MODELS
+
+    from imse_seg.core import spectralize
+
+    cfg = Config.fromfile(write_config(tmp_path / 'cfg.py', stream['data'], 'imse_stag', rounds=1))
+    cfg.work_dir, cfg.load_from = str(tmp_path / 'w'), str(stream['checkpoint'])
+    cfg.custom_hooks[0].method.optimizer.lr = 0.05
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+    adapted = runner.model.module.state_dict()
+
+    init_default_scope('mmseg')
+    reference = MODELS.build(cfg.model.module)
+    load_checkpoint(reference, str(stream['checkpoint']), map_location='cpu')
+    spectralize(reference, cfg.spectral_roles)
+    converted = reference.state_dict()
+    assert adapted.keys() == converted.keys()
+    moved = [key for key in adapted if not torch.equal(adapted[key], converted[key])]
+    assert moved, 'imse_stag changed nothing'
+    assert all(key.endswith('.singular_values') for key in moved), moved
+    # the singular values of the last stage serve the diversity loss only: they stay at s0
+    assert not any(key.startswith('backbone.layers.3.') for key in moved)

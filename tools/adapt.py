@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import imse_seg  # noqa: F401  (before mmseg: installs the mmcv.ops stand-in)
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cfg.get('load_from'):
         check_checkpoint_classes(cfg.load_from, cfg.model.module.decode_head.num_classes)
+    if args.launcher == 'pytorch' and not torch.cuda.is_available():
+        # mmengine's own set-up calls torch.cuda.set_device; on CPU-only hosts join the group over gloo
+        # first (the runner then finds it initialised), and run without a model wrapper's device ids.
+        torch.distributed.init_process_group('gloo')
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
     runner = Runner.from_cfg(cfg)
     runner.test()
     return 0

@@ -51,7 +51,8 @@ class SAM(Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
 
     def _params_with_grad(self) -> list[tuple[Tensor, float]]:
-        return [(p, group['rho']) for group in self.param_groups for p in group['params'] if p.grad is not None]
+        return [(p, group['rho']) for group in self.param_groups for p in group['params']
+                if p.grad is not None]
 
     def _backward(self, closure: Callable[[], Tensor], which: str) -> Tensor:
         self.zero_grad(set_to_none=True)

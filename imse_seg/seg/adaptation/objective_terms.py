@@ -17,7 +17,7 @@ from imse_seg.core import SpectralLayer, record_expert_activations
 from imse_seg.core.objective import DiversityLoss, EntropyLoss, Objective, SelfTrainingLoss, StagLoss
 from imse_seg.core.stag import StagAlignment, StagRowAlignment, StagWeightAlignment
 
-from ..registry import ADAPTATION, build_adaptation
+from imse_seg.registry import ADAPTATION, build_adaptation
 
 for _alignment in (StagAlignment, StagWeightAlignment, StagRowAlignment):
     ADAPTATION.register_module(module=_alignment)

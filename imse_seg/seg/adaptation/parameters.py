@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from imse_seg.core import SpectralLayer, spectralize, train_only
 
-from ..registry import ADAPTATION
+from imse_seg.registry import ADAPTATION
 
 NORM_TYPES = (_NormBase, nn.LayerNorm, nn.GroupNorm)
 

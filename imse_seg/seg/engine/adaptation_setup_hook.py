@@ -10,7 +10,7 @@ from mmengine.registry import HOOKS
 
 from imse_seg.core import count_parameters
 
-from ..registry import build_adaptation
+from imse_seg.registry import build_adaptation
 
 
 @HOOKS.register_module()
@@ -26,7 +26,7 @@ class AdaptationSetupHook(Hook):
     ``custom_hooks``.
 
     Args:
-        method: Config of the adaptation method (registry :data:`imse_seg.seg.registry.ADAPTATION`).
+        method: Config of the adaptation method (registry :data:`imse_seg.registry.ADAPTATION`).
     """
 
     priority = 'VERY_HIGH'

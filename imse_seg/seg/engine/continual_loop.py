@@ -1,6 +1,7 @@
 """The continual test loop: a stream of (segment, round) pieces, adapted online and scored per piece."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from mmengine.runner.base_loop import BaseLoop
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ...reporting import ResultsWriter, format_table
+from ...reporting import ResultsWriter, atomic_write_text, format_table
+from ...reporting.plot import plot_stream
 from ..datasets import UNREADABLE, SkipUnreadable, describe_segment
 
 
@@ -115,6 +117,8 @@ class ContinualTestLoop(BaseLoop):
                        seconds=time.perf_counter() - started,
                        num_skipped=unreadable + len(getattr(loader.dataset, 'missing_gt', ())),
                        per_class=getattr(metric, 'last_per_class_iou', None))
+        if writer is not None:
+            self._write_method_events(model)
         runner.visualizer.add_scalars({f'{key}/{name}': value for key, value in metrics.items()},
                                       step=round_index)
         runner.call_hook('after_test_epoch', metrics=metrics)
@@ -127,11 +131,20 @@ class ContinualTestLoop(BaseLoop):
         self.evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook('after_test_iter', batch_idx=index, data_batch=data_batch, outputs=outputs)
 
+    def _write_method_events(self, model) -> None:
+        """The method's event log so far (e.g. code bank shifts and retrievals), as JSON lines."""
+        events = getattr(model.method, 'bank_events', lambda: [])()
+        if events:
+            atomic_write_text(self.results_dir / 'bank_events.jsonl',
+                              ''.join(json.dumps(event) + '\n' for event in events))
+
     def _summarise(self, writer: ResultsWriter | None) -> dict:
         if writer is None:
             return {}
         records = writer.records
         table = format_table(records, metric='mIoU', rows='round')
-        print_log(f'mIoU per condition and round ({self.results_dir}):\n{table}', logger='current')
+        plot = plot_stream({self.results_dir.name: records}, self.results_dir / 'miou_stream.png')
+        print_log(f'mIoU per condition and round ({self.results_dir}, plot {plot}):\n{table}',
+                  logger='current')
         values = [r['metrics']['mIoU'] for r in records if r['metrics'].get('mIoU') is not None]
         return {'mIoU': sum(values) / len(values)} if values else {}

@@ -38,7 +38,8 @@ def test_diversity_equals_direct_computation(ratio):
 
 
 def test_ratio_one_drops_only_the_largest_spread():
-    a = torch.randn(40, 5, dtype=torch.float64) * torch.tensor([1.0, 2.0, 3.0, 4.0, 50.0], dtype=torch.float64)
+    scales = torch.tensor([1.0, 2.0, 3.0, 4.0, 50.0], dtype=torch.float64)
+    a = torch.randn(40, 5, dtype=torch.float64) * scales
     sigma = a.std(dim=0)
     assert layer_diversity(a, 1.0).item() == pytest.approx(sigma[:4].mean().item())
 

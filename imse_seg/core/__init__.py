@@ -3,11 +3,22 @@
 - :mod:`.spectral`: spectral layers (IMSE, methods.md 1.1) and their input recording.
 - :mod:`.spectral_code`: snapshots of all singular values as one code.
 - :mod:`.parameters`: which parameters adapt, and counting them.
+- :mod:`.entropy`, :mod:`.diversity`, :mod:`.stag`, :mod:`.objective`: the losses (SAR/IMSE reliable
+  entropy, IMSE diversity, STAG alignment) composed per method; :mod:`.sam`, :mod:`.update`: the update.
+- :mod:`.mean_teacher`: CoTTA's teacher, multi-view pseudo-labels and stochastic restore.
 - :mod:`.domain_stats`, :mod:`.code_bank`: domain statistics, shift detection and the spectral code bank
   (IMSE, methods.md 1.4).
 """
 from .code_bank import (BankEntry, BankEvent, MixtureRetrieval, NewDomainRule, RetrievedCode, SpectralCodeBank,
                         TopOneRetrieval)
+from .diversity import diversity, layer_diversity
+from .entropy import (NonFiniteError, assert_finite, entropy, entropy_margin, masked_mean, mean_entropy,
+                      reliable_entropy, reliable_mask, valid_mask)
+from .objective import DiversityLoss, EntropyLoss, ForwardOutputs, Objective, SelfTrainingLoss, StagLoss
+from .sam import SAM
+from .stag import (StagAlignment, StagRowAlignment, StagWeightAlignment, alignment_loss, entropy_feature_gradient,
+                   entropy_gradient, structural_anchors, structural_logit_gradients)
+from .update import closure_step
 from .domain_stats import (DomainStatistics, RunningStatistics, ThresholdCalibration, channel_statistics,
                            pool_statistics, symmetric_kl)
 from .parameters import ParameterCount, count_parameters, train_only, trainable_parameters
@@ -16,6 +27,11 @@ from .spectral_code import (SpectralCode, check_code_matches, initial_spectral_c
                             reset_spectral_code, spectral_code)
 
 __all__ = [
+    'DiversityLoss', 'EntropyLoss', 'ForwardOutputs', 'NonFiniteError', 'Objective', 'SAM', 'SelfTrainingLoss',
+    'StagAlignment', 'StagLoss', 'StagRowAlignment', 'StagWeightAlignment', 'alignment_loss', 'assert_finite',
+    'closure_step', 'diversity', 'entropy', 'entropy_feature_gradient', 'entropy_gradient', 'entropy_margin',
+    'layer_diversity', 'masked_mean', 'mean_entropy', 'reliable_entropy', 'reliable_mask',
+    'structural_anchors', 'structural_logit_gradients', 'valid_mask',
     'BankEntry', 'BankEvent', 'DomainStatistics', 'MixtureRetrieval', 'NewDomainRule', 'RetrievedCode',
     'RunningStatistics', 'SpectralCodeBank', 'ThresholdCalibration', 'TopOneRetrieval', 'channel_statistics',
     'pool_statistics', 'symmetric_kl',

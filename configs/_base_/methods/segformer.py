@@ -8,6 +8,9 @@ spectral_roles = ['backbone.layers.*.1.*.attn.attn', 'backbone.layers.*.1.*.ffn.
                   'backbone.layers.*.1.*.ffn.layers.4']
 trained_stages = ['backbone.layers.[012].*']
 diversity_stage = ['backbone.layers.3.*']
+# Diversity weight: the official loss is -lambda * sum over layers / (number of blocks), lambda = 50; the
+# DiversityTerm averages over layers (4 per block), so lambda * 4 = 200 is the same loss.
+diversity_weight = 200.0
 # CTTA segmentation code uses Adam 6e-5 / 8 on SegFormer-B5 for TENT and CoTTA (methods.md 3).
 norm_lr = 7.5e-6
 spectral_lr = 1e-4
@@ -27,7 +30,7 @@ imse = dict(
     type='EntropyAdaptation',
     parameters=dict(type='SpectralParameters', convert=spectral_roles, train=trained_stages),
     objective=dict(entropy=dict(type='EntropyTerm', margin=0.4),
-                   diversity=dict(type='DiversityTerm', weight=50.0, layers=diversity_stage, ratio=1.0)),
+                   diversity=dict(type='DiversityTerm', weight=diversity_weight, layers=diversity_stage, ratio=1.0)),
     optimizer=dict(type='Adam', lr=spectral_lr),
     sam_rho=0.05,
     code_bank=dict(feature_module='backbone.layers.0.0', full_batch_size=1,
@@ -36,7 +39,7 @@ imse_stag = dict(
     type='EntropyAdaptation',
     parameters=dict(type='SpectralParameters', convert=spectral_roles, train=trained_stages),
     objective=dict(entropy=dict(type='EntropyTerm', margin=0.4),
-                   diversity=dict(type='DiversityTerm', weight=50.0, layers=diversity_stage, ratio=1.0),
+                   diversity=dict(type='DiversityTerm', weight=diversity_weight, layers=diversity_stage, ratio=1.0),
                    stag=dict(type='StagTerm', weight=1.0)),
     optimizer=dict(type='Adam', lr=spectral_lr),
     sam_rho=0.05,

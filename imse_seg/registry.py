@@ -10,7 +10,8 @@ from typing import Any, Mapping
 
 from mmengine.registry import DefaultScope, Registry
 
-ADAPTATION = Registry('adaptation', scope='imse_seg', locations=['imse_seg.seg.adaptation'])
+ADAPTATION = Registry('adaptation', scope='imse_seg',
+                      locations=['imse_seg.adaptation', 'imse_seg.seg.adaptation'])
 
 
 def build_adaptation(cfg: Mapping, **default_args: Any) -> Any:

@@ -180,7 +180,7 @@ def plan_demo(frames: list[CamVidFrame], frames_per_condition: int) -> list[Demo
     return items
 
 
-def _frame_rng(seed: int, item: DemoItem) -> np.random.Generator:
+def frame_rng(seed: int, item: DemoItem) -> np.random.Generator:
     """A generator for one rendered frame that depends on the seed and the frame's identity only."""
     key = zlib.crc32(f'{item.split}/{item.condition}/{item.frame.stem}'.encode())
     return np.random.default_rng(np.random.SeedSequence([seed, key]))
@@ -218,7 +218,7 @@ def build_demo_tree(camvid_root: Path, out: Path, seed: int, frames_per_conditio
         for item in members:
             image, label = read_frame(item.frame)
             if condition is not None:
-                image = render(condition, image, label, _frame_rng(seed, item), params)
+                image = render(condition, image, label, frame_rng(seed, item), params)
             image, label = _resize(image, label, size, str(item.frame.image))
             frame = item.frame
             paths = (cityscapes_paths(out, split, frame.sequence, frame.stem) if layout == 'cityscapes'

@@ -3,9 +3,10 @@
 Each renderer takes a clear RGB frame (``uint8``, H x W x 3), its label map in Cityscapes trainIds (255 =
 ignore) and a ``numpy.random.Generator``, and returns a new ``uint8`` RGB frame; the labels never change.
 The output depends only on these inputs and the parameters, so a fixed seed gives bit-identical frames.
-The strengths are plain dataclass fields with documented defaults, to be calibrated against a source model
-on the tuning stream (``docs/demo_data.md``). Rain and snow use albumentations' maintained transforms;
-only what none provides is written here: the atmospheric scattering model with its depth, and low light.
+The strengths are plain dataclass fields whose defaults are calibrated against the bundled source model
+on the tuning stream (``tools/calibrate_demo.py``, ``docs/demo_source.md``). Rain and snow use
+albumentations' maintained transforms; only what none provides is written here: the atmospheric scattering
+model with its depth, and low light.
 """
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ class FogParams:
     """Fog by the atmospheric scattering model ``I = J t + A (1 - t)``, ``t = exp(-beta d)``.
 
     ``beta`` (1/m) and ``airlight`` (A, fraction of white) are drawn uniformly per frame from their ranges;
-    meteorological visibility is about ``3 / beta`` (defaults: 100-200 m). The depth ``d`` comes from
+    meteorological visibility is about ``3 / beta`` (defaults: 50-100 m). The depth ``d`` comes from
     :func:`ground_plane_depth` with the camera below; sky is at infinite depth (pure airlight).
     """
-    beta: Range = (0.015, 0.03)
+    beta: Range = (0.03, 0.06)
     airlight: Range = (0.75, 0.85)
     horizon: float = 0.46
     camera_height_m: float = 1.2
@@ -56,7 +57,7 @@ class NightParams:
     radiance ``light_gain``), and finally noised with a Poisson-Gaussian sensor model in linear light:
     variance ``shot_noise * x + read_noise**2``.
     """
-    target_luma: Range = (32.0, 42.0)
+    target_luma: Range = (18.0, 28.0)
     tint: tuple[float, float, float] = (0.9, 0.95, 1.1)
     lights: float = 10.0
     light_radius: float = 0.012
@@ -70,21 +71,22 @@ class RainParams:
     """Rain: albumentations ``RandomRain`` streaks, a light scattering haze and ``Spatter`` lens drops.
 
     ``rain_type``, ``drop_length``, ``drop_width``, ``blur`` and ``brightness`` go to ``RandomRain``
-    (``slant`` is its ``slant_range``: the horizontal pixel offset of a streak). ``haze_beta`` (1/m, per
-    frame range) applies :class:`FogParams`' scattering model (default camera) with a grey airlight of 0.6
-    for the dim, low-contrast look of rain. ``lens_drops`` is ``Spatter``'s ``mean`` (mode ``rain``, grey
-    drops): the share of the lens covered grows with it, about 3% at 0.60, 9% at 0.62 and 18% at 0.64;
-    ``None`` renders no lens drops. Pixel sizes refer to the frame size rendered (the copied frames,
-    120 x 160).
+    (``rain_type`` sets the number of streaks: H / 4 for ``drizzle``, H / 3 ``default``, H ``heavy``,
+    2 H ``torrential``; ``slant`` is its ``slant_range``: the horizontal pixel offset of a streak).
+    ``haze_beta`` (1/m, per frame range) applies :class:`FogParams`' scattering model (default camera) with
+    a grey airlight of 0.6 for the dim, low-contrast look of rain. ``lens_drops`` is ``Spatter``'s ``mean``
+    (mode ``rain``, grey drops): the share of the lens covered grows with it, about 1% at 0.58, 3.5% at
+    0.60, 9% at 0.62 and 18% at 0.64; ``None`` renders no lens drops. Pixel sizes refer to the frame size
+    rendered (the copied frames, 120 x 160).
     """
-    rain_type: Literal['drizzle', 'heavy', 'torrential', 'default'] = 'heavy'
+    rain_type: Literal['drizzle', 'heavy', 'torrential', 'default'] = 'drizzle'
     drop_length: int = 10
     drop_width: int = 1
     slant: Range = (-5.0, 5.0)
     blur: int = 3
     brightness: float = 0.8
     haze_beta: Range = (0.004, 0.008)
-    lens_drops: float | None = 0.62
+    lens_drops: float | None = 0.58
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,6 @@
-"""Adaptation methods for mmseg segmentors, and the model that runs them."""
+"""The segmentation side of adaptation: the adaptive mmseg model, and CoTTA's segmentation variant."""
 from .adaptive_segmentor import AdaptiveSegmentor
 from .cotta import CoTTA
-from .entropy_adaptation import EntropyAdaptation
-from .method import AdaptationMethod
-from .objective_terms import AdaptationContext
-from .parameters import AllParameters, NormParameters, ParameterSelection, SpectralParameters
-from .source import Source
+from .segmentation import image_region, segmentor_logits
 
-__all__ = ['AdaptationContext', 'AdaptationMethod', 'AdaptiveSegmentor', 'AllParameters', 'CoTTA',
-           'EntropyAdaptation', 'NormParameters', 'ParameterSelection', 'Source', 'SpectralParameters']
+__all__ = ['AdaptiveSegmentor', 'CoTTA', 'image_region', 'segmentor_logits']

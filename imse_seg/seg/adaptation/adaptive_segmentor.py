@@ -5,7 +5,8 @@ from mmengine.model import BaseTTAModel
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 
-from .method import AdaptationMethod
+from imse_seg.adaptation.method import AdaptationMethod
+from .segmentation import image_region, segmentor_logits
 
 
 @MODELS.register_module()
@@ -33,7 +34,7 @@ class AdaptiveSegmentor(BaseTTAModel):
         """Set ``method`` up on the (loaded) segmentor and use it from the next batch on."""
         if self.method is not None:
             raise RuntimeError(f'AdaptiveSegmentor already runs {type(self.method).__name__}')
-        method.setup(self.module)
+        method.setup(self.module, segmentor_logits)
         self.method = method
 
     def start_segment(self, name: str) -> None:
@@ -45,7 +46,8 @@ class AdaptiveSegmentor(BaseTTAModel):
         data = self.module.data_preprocessor(data, False)
         data_samples = data['data_samples']
         metas = [sample.metainfo for sample in data_samples]
-        logits = method.adapt(self.module, data['inputs'], metas)
+        inputs = data['inputs']
+        logits = method.adapt(self.module, inputs, lambda out: image_region(out, inputs.shape[-2:], metas))
         seg_logits = self.module.decode_head.predict_by_feat(logits, metas)
         return self.module.postprocess_result(seg_logits, data_samples)
 

@@ -14,8 +14,8 @@ from imse_seg.core.mean_teacher import (confident_or_averaged, ema_update, multi
 from imse_seg.core.update import closure_step
 from imse_seg.registry import ADAPTATION
 
-from .method import AdaptationMethod, image_region, segmentor_logits
-from .parameters import AllParameters
+from imse_seg.adaptation.method import AdaptationMethod, Forward, ValidRegion
+from imse_seg.adaptation.parameters import AllParameters
 
 COTTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
@@ -46,7 +46,8 @@ class CoTTA(AdaptationMethod):
         self.reset_each_segment = reset_each_segment
         self.generator = torch.Generator().manual_seed(seed)
 
-    def setup(self, segmentor: nn.Module) -> None:
+    def setup(self, segmentor: nn.Module, forward: Forward) -> None:
+        super().setup(segmentor, forward)
         self.params = AllParameters()(segmentor).params
         self.source_state = {name: p.detach().clone() for name, p in segmentor.named_parameters()}
         self.teacher = copy.deepcopy(segmentor).requires_grad_(False)
@@ -59,18 +60,18 @@ class CoTTA(AdaptationMethod):
         if self.reset_each_segment:
             self.optimizer.state.clear()
 
-    def adapt(self, segmentor: nn.Module, inputs: Tensor, metas: Sequence[dict]) -> Tensor:
+    def adapt(self, segmentor: nn.Module, inputs: Tensor, valid: ValidRegion | None = None) -> Tensor:
         with torch.no_grad():
-            anchor = segmentor_logits(self.anchor, inputs).softmax(dim=1)
-            averaged, plain = multi_view_probabilities(lambda x: segmentor_logits(self.teacher, x), inputs,
+            anchor = self.forward(self.anchor, inputs).softmax(dim=1)
+            averaged, plain = multi_view_probabilities(lambda x: self.forward(self.teacher, x), inputs,
                                                        self.scales, self.flip)
             target = confident_or_averaged(anchor, plain, averaged, self.confidence)
 
         def closure() -> Tensor:
-            logits = segmentor_logits(segmentor, inputs)
+            logits = self.forward(segmentor, inputs)
             per_pixel = -(target * logits.log_softmax(dim=1)).sum(dim=1)
-            valid = image_region(logits, inputs.shape[-2:], metas)
-            return per_pixel.mean() if valid is None else per_pixel[valid].mean()
+            mask = None if valid is None else valid(logits)
+            return per_pixel.mean() if mask is None else per_pixel[mask].mean()
 
         with torch.enable_grad():
             closure_step(self.optimizer, closure)

@@ -1,7 +1,7 @@
 """Config-built loss terms: each factory turns a term config into a core term on the adapted model.
 
 A term config is ``dict(type=..., weight=..., **args)``; the factory receives the
-:class:`AdaptationContext` (the segmentor and its spectral layers), which is what the core terms need
+:class:`AdaptationContext` (the model and its spectral layers), which is what the core terms need
 beyond their numbers: the layers whose experts the diversity loss reads, the classifier that STAG's
 anchors come from.
 """
@@ -25,8 +25,8 @@ for _alignment in (StagAlignment, StagWeightAlignment, StagRowAlignment):
 
 @dataclass
 class AdaptationContext:
-    """What term factories may use: the segmentor, its spectral layers, the classifier input if captured."""
-    segmentor: nn.Module
+    """What term factories may use: the model, its spectral layers, the classifier input if captured."""
+    model: nn.Module
     layers: list[SpectralLayer] = field(default_factory=list)
     classifier_input: dict[str, Tensor] = field(default_factory=dict)
 
@@ -58,13 +58,14 @@ def DiversityTerm(context: AdaptationContext, layers: Sequence[str], ratio: floa
 @ADAPTATION.register_module()
 def StagTerm(context: AdaptationContext, alignment: str = 'StagAlignment',
              classifier: str = 'decode_head.conv_seg') -> StagLoss:
-    """STAG alignment with anchors from the frozen ``classifier``.
+    """STAG alignment with anchors from the frozen ``classifier`` (mmseg: ``decode_head.conv_seg``; timm
+    ViT: ``head``).
 
     ``alignment`` names the reading (methods.md 2): ``StagAlignment`` (A, feature gradient, default),
     ``StagWeightAlignment`` (B) or ``StagRowAlignment`` (C); B and C need the classifier's input, which a
     forward pre-hook on ``classifier`` captures into the context.
     """
-    module = context.segmentor.get_submodule(classifier)
+    module = context.model.get_submodule(classifier)
     built = ADAPTATION.get(alignment).from_classifier(module)
     if not isinstance(built, StagAlignment):
         module.register_forward_pre_hook(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from mmengine.logging import print_log
@@ -17,7 +17,7 @@ from imse_seg.core.sam import SAM
 from imse_seg.core.update import closure_step
 
 from imse_seg.registry import ADAPTATION, build_adaptation
-from .method import AdaptationMethod, image_region, segmentor_logits
+from .method import AdaptationMethod, Forward, ValidRegion
 from .objective_terms import AdaptationContext, build_objective
 
 
@@ -36,8 +36,9 @@ class EntropyAdaptation(AdaptationMethod):
     - ``optimizer``: an mmengine ``OPTIMIZERS`` config without params, e.g. ``dict(type='Adam', lr=1e-4)``;
       with ``sam_rho`` it is wrapped in SAM (IMSE, methods.md 1.2), whose second forward re-filters the
       reliable pixels.
-    - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the output of a frozen
-      copy of ``feature_module`` (SegFormer: the first patch embedding); None for no bank.
+    - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
+      a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
+      timm ViT: ``patch_embed``); None for no bank.
     - ``reset_each_segment``: re-create the optimiser state at every segment start, as the published TENT
       and CoTTA code does at condition changes (it knows the boundaries; a deployed model does not).
 
@@ -56,16 +57,17 @@ class EntropyAdaptation(AdaptationMethod):
         self.reset_each_segment = reset_each_segment
         self.batches_seen = 0
 
-    def setup(self, segmentor: nn.Module) -> None:
-        selection = build_adaptation(self.parameters_cfg)(segmentor)
+    def setup(self, model: nn.Module, forward: Forward) -> None:
+        super().setup(model, forward)
+        selection = build_adaptation(self.parameters_cfg)(model)
         self.params = selection.params
-        self.context = AdaptationContext(segmentor, selection.layers)
+        self.context = AdaptationContext(model, selection.layers)
         self.objective = build_objective(self.objective_cfg, self.context)
         self.optimizer = self._build_optimizer(self.params)
         average_gradients_across_ranks(self.params)
         self.bank, self.bank_features = None, None
         if self.code_bank_cfg is not None:
-            self.bank, self.bank_features = self._build_bank(segmentor, self.code_bank_cfg)
+            self.bank, self.bank_features = self._build_bank(model, self.code_bank_cfg)
 
     def _build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         cfg = dict(self.optimizer_cfg)
@@ -74,9 +76,9 @@ class EntropyAdaptation(AdaptationMethod):
             return optimizer_cls(params, **cfg)
         return SAM(params, optimizer_cls, rho=self.sam_rho, **cfg)
 
-    def _build_bank(self, segmentor: nn.Module, cfg: dict) -> tuple[SpectralCodeBank, nn.Module]:
+    def _build_bank(self, model: nn.Module, cfg: dict) -> tuple[SpectralCodeBank, nn.Module]:
         cfg = dict(cfg)
-        features = copy.deepcopy(segmentor.get_submodule(cfg.pop('feature_module'))).eval()
+        features = copy.deepcopy(model.get_submodule(cfg.pop('feature_module'))).eval()
         features.requires_grad_(False)
         for key in ('threshold', 'retrieval', 'new_domain'):
             if isinstance(cfg.get(key), Mapping):
@@ -89,7 +91,7 @@ class EntropyAdaptation(AdaptationMethod):
         if self.reset_each_segment:
             self.optimizer.state.clear()
 
-    def adapt(self, segmentor: nn.Module, inputs: Tensor, metas: Sequence[dict]) -> Tensor:
+    def adapt(self, model: nn.Module, inputs: Tensor, valid: ValidRegion | None = None) -> Tensor:
         if self.bank is not None:
             with torch.no_grad():
                 tokens = self.bank_features(inputs)
@@ -97,10 +99,10 @@ class EntropyAdaptation(AdaptationMethod):
         first: dict[str, Tensor] = {}
 
         def closure() -> Tensor:
-            logits = segmentor_logits(segmentor, inputs)
+            logits = self.forward(model, inputs)
             first.setdefault('logits', logits.detach())
             loss, parts = self.objective(ForwardOutputs(
-                logits, valid=image_region(logits, inputs.shape[-2:], metas),
+                logits, valid=None if valid is None else valid(logits),
                 features=self.context.classifier_input.pop('features', None)))
             first.setdefault('parts', parts)
             return loss

@@ -1,0 +1,14 @@
+"""Adaptation methods for any model: registered, config-built glue over :mod:`imse_seg.core`.
+
+No mmseg or timm here: a task adapter (segmentation in :mod:`imse_seg.seg`, classification in
+:mod:`imse_seg.cls`) hands a method the model and how to run it.
+"""
+from .entropy_adaptation import EntropyAdaptation
+from .method import AdaptationMethod, Forward, ValidRegion
+from .objective_terms import AdaptationContext, build_objective
+from .parameters import AllParameters, NormParameters, ParameterSelection, SpectralParameters
+from .source import Source
+
+__all__ = ['AdaptationContext', 'AdaptationMethod', 'AllParameters', 'EntropyAdaptation', 'Forward',
+           'NormParameters', 'ParameterSelection', 'Source', 'SpectralParameters', 'ValidRegion',
+           'build_objective']

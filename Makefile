@@ -16,7 +16,7 @@ $(STAMP): setup.py requirements.txt requirements-test.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/smoke.py
+	$(PY) tools/run_demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -12,7 +12,9 @@ per-round ratios):
 - the STAG loss's forward and backward to the logits;
 - for scale, the explicit alternative that forms a 768-d gradient per pixel, at head resolution.
 
-Prints a table and writes ``docs/benchmarks/stag_cost.json`` (CPU model, torch version, threads).
+Prints a table and writes ``docs/benchmarks/stag_cost.json`` (CPU model, torch version, threads). The STAG
+loss within whole adaptation steps, on a full segmentor, is measured by ``tools/benchmark.py``
+(``docs/benchmarks.md``); both share :mod:`imse_seg.benchmarking`'s timing.
 Run: ``.venv/bin/python benchmarks/stag_cost.py [--threads N]``. The default is one intra-op thread: on a
 small machine shared with other jobs, OpenMP's threads wait on busy cores and elementwise kernels slow
 down by orders of magnitude (a 155k-element multiply measured 16 us on 1 thread and 8.6 ms on 2), which
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 import imse_seg  # noqa: F401  (makes the pinned OpenMMLab stack importable)
 import mmseg.models  # noqa: F401  (registers SegformerHead)
+from imse_seg.benchmarking import cpu_model, interleaved_timings
 from imse_seg.core.stag import StagAlignment, entropy_feature_gradient
 from mmseg.registry import MODELS
 
@@ -42,29 +43,6 @@ HEIGHT, WIDTH = 256, 512
 CHANNELS = (64, 128, 320, 512)
 STRIDES = (4, 8, 16, 32)
 WARMUP, REPEATS = 3, 21
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
-
-
-def interleaved_timings(cases: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
-    """Seconds per run of every case, the cases interleaved round by round so that load from other jobs
-    on a shared machine falls on all of them alike; a warm-up round first."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for round_ in range(WARMUP + REPEATS):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            if round_ >= WARMUP:
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 def explicit_stag(logits: torch.Tensor, weight: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -95,14 +73,15 @@ def main() -> None:
         def stag_backward(x: torch.Tensor) -> Callable[[], None]:
             return lambda: torch.autograd.grad(alignment(x), x)
 
-        times = interleaved_timings({
+        results = interleaved_timings({
             'head_forward': lambda: head(feats),
             'stag_forward_head_res': lambda: alignment(head_res),
             'stag_forward_full_res': lambda: alignment(full_res),
             'stag_forward_backward_head_res': stag_backward(head_res),
             'stag_forward_backward_full_res': stag_backward(full_res),
             'explicit_forward_head_res': lambda: explicit_stag(head_res, weight, alignment.anchors),
-        })
+        }, torch.device('cpu'), WARMUP, REPEATS)
+    times = {name: result.wall_s for name, result in results.items()}
     timings = {name: statistics.median(t) for name, t in times.items()}
     head_times = times['head_forward']
     ratios = {name: statistics.median(x / h for x, h in zip(t, head_times))

@@ -348,3 +348,46 @@ def test_optimizer_reset_store_and_restore() -> None:
     assert event.detected and plain_bank.entries[1].optimizer_state is None
     with pytest.raises(ValueError, match='needs an optimizer'):
         SpectralCodeBank(layers, channel_dim=-1, full_batch_size=1, store_optimizer_state=True)
+
+
+@pytest.mark.parametrize('source_given', [True, False])
+def test_refresh_entries_keeps_each_conditions_latest_code(source_given: bool) -> None:
+    """Three rounds of ABCD: with ``refresh_entries`` every return of a condition starts from the code it
+    ended its previous visit with, the bank holds one entry per condition (a true source entry is never
+    replaced), and without it the official bank grows by one entry per shift."""
+    def run(refresh: bool) -> tuple[SpectralCodeBank, dict, dict]:
+        conditions = Conditions()
+        _, layers = tiny_model()
+        if source_given:
+            bank = bank_with_source(layers, conditions, refresh_entries=refresh)
+        else:
+            bank = SpectralCodeBank(layers, channel_dim=-1, full_batch_size=BATCH, refresh_entries=refresh)
+        order = 'ABCD' * 3
+        ended, started = {}, {}  # (condition, visit) -> code at the end / right after the first observe
+        for i in range(len(order) * SEGMENT):
+            condition, visit = order[i // SEGMENT], i // (4 * SEGMENT)
+            if i % SEGMENT == 0 and i > 0:
+                ended[order[i // SEGMENT - 1], (i - 1) // (4 * SEGMENT)] = spectral_code(layers)
+            bank.observe(conditions.batch(condition), i)
+            if i % SEGMENT == 0:
+                started[condition, visit] = spectral_code(layers)
+            adapt(layers, condition)
+        return bank, ended, started
+
+    bank, ended, started = run(refresh=True)
+    for condition in 'ABCD':
+        for visit in (1, 2):
+            if condition == 'A' and not source_given and visit == 1:
+                continue  # A's first visit began before the warm-up made entry 0: checked below
+            assert codes_equal(started[condition, visit], ended[condition, visit - 1]), (condition, visit)
+    assert len(bank.entries) == (5 if source_given else 4)
+    if source_given:
+        assert codes_equal(bank.entries[0].code, initial_spectral_code(bank.layers))
+    else:  # entry 0 describes A (the fallback): A's later visits start from A's latest code
+        assert codes_equal(started['A', 2], ended['A', 1])
+    refreshed = [e for e in bank.events if e.detected and e.refreshed]
+    assert len(refreshed) == sum(e.detected for e in bank.events) - (4 if source_given else 3)
+
+    official, _, _ = run(refresh=False)
+    assert len(official.entries) == 1 + 11  # entry 0 and one per shift
+    assert not any(e.refreshed for e in official.events)

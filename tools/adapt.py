@@ -1,8 +1,10 @@
 """Continual test-time adaptation with an mmengine config: ``python tools/adapt.py CONFIG [options]``.
 
 The usual mmseg test-script options (``--checkpoint``, ``--work-dir``, ``--cfg-options``, ``--launcher``)
-plus ``--force`` (overwrite results in the work dir) and ``--dry-run`` (build the model and pipeline
-without data, e.g. to check a config in CI).
+plus ``--force`` (overwrite results in the work dir), ``--resume`` (continue the interrupted run in the
+work dir from its stream checkpoint, docs/reliability.md) and ``--dry-run`` (build the model and pipeline
+without data, e.g. to check a config in CI). A run stopped by SIGTERM or Ctrl-C saves its state and exits
+with 128 + the signal's number.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from mmengine.runner import Runner
 
 from imse_seg.seg.checkpoint import CheckpointError, check_checkpoint_classes
 from imse_seg.seg.dry_run import dry_run
+from imse_seg.seg.engine.stream_checkpoint import StreamInterrupted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. test_cfg.rounds=3')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--force', action='store_true', help='overwrite results already in the work dir')
+    restart = parser.add_mutually_exclusive_group()
+    restart.add_argument('--force', action='store_true',
+                         help='overwrite the results and stream checkpoint already in the work dir')
+    restart.add_argument('--resume', action='store_true',
+                         help='continue the run in the work dir from its stream checkpoint')
     parser.add_argument('--dry-run', action='store_true',
                         help='build the model and the test pipeline on a random image, read no data')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -48,6 +55,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.load_from = args.checkpoint
     if args.force:
         cfg.test_cfg.force = True
+    if args.resume:
+        cfg.test_cfg.resume = True
     return cfg
 
 
@@ -75,3 +84,6 @@ if __name__ == '__main__':
     except (FileNotFoundError, FileExistsError, CheckpointError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
+    except StreamInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        sys.exit(128 + stop.signal)

@@ -4,11 +4,12 @@ No mmseg or timm here: a task adapter (segmentation in :mod:`imse_seg.seg`, clas
 :mod:`imse_seg.cls`) hands a method the model and how to run it.
 """
 from .entropy_adaptation import EntropyAdaptation
-from .method import AdaptationMethod, Forward, ValidRegion
+from .guard import DivergenceGuard, GuardEvent
+from .method import AdaptationMethod, Forward, ValidRegion, clone_state
 from .objective_terms import AdaptationContext, build_objective
 from .parameters import AllParameters, NormParameters, ParameterSelection, SpectralParameters
 from .source import Source
 
-__all__ = ['AdaptationContext', 'AdaptationMethod', 'AllParameters', 'EntropyAdaptation', 'Forward',
-           'NormParameters', 'ParameterSelection', 'Source', 'SpectralParameters', 'ValidRegion',
-           'build_objective']
+__all__ = ['AdaptationContext', 'AdaptationMethod', 'AllParameters', 'DivergenceGuard', 'EntropyAdaptation',
+           'Forward', 'GuardEvent', 'NormParameters', 'ParameterSelection', 'Source', 'SpectralParameters',
+           'ValidRegion', 'build_objective', 'clone_state']

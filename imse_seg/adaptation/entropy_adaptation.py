@@ -17,7 +17,7 @@ from imse_seg.core.sam import SAM
 from imse_seg.core.update import closure_step
 
 from imse_seg.registry import ADAPTATION, build_adaptation
-from .method import AdaptationMethod, Forward, ValidRegion
+from .method import AdaptationMethod, Forward, ValidRegion, clone_state, load_parameters
 from .objective_terms import AdaptationContext, build_objective
 
 
@@ -118,17 +118,40 @@ class EntropyAdaptation(AdaptationMethod):
             return []
         return [vars(event).copy() for event in self.bank.events]
 
+    def adapted_parameters(self) -> list[nn.Parameter]:
+        return list(self.params)
+
     def state_dict(self) -> dict[str, Any]:
-        state = dict(optimizer=self.optimizer.state_dict(), batches_seen=self.batches_seen,
-                     singular_values={layer.name: layer.singular_values.detach().clone()
-                                      for layer in self.context.layers})
+        """Adapted parameters (in selection order), optimiser state, batch count and code bank."""
+        state = dict(params=[p.detach() for p in self.params], optimizer=self.optimizer.state_dict(),
+                     batches_seen=self.batches_seen)
         if self.bank is not None:
             state['bank'] = self.bank.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_parameters(self.params, state['params'], type(self).__name__)
         self.optimizer.load_state_dict(state['optimizer'])
         self.batches_seen = state['batches_seen']
         if self.bank is not None:
             self.bank.load_state_dict(state['bank'])
 
+    def snapshot(self) -> dict[str, Any]:
+        """:meth:`state_dict` copied, with the code bank's event log kept by length: the log only grows,
+        and copying it for every batch would cost time in proportion to the stream so far."""
+        if self.bank is None:
+            return super().snapshot()
+        events, self.bank.events = self.bank.events, []
+        try:
+            state = clone_state(self.state_dict())
+        finally:
+            self.bank.events = events
+        return dict(state=state, events=len(events))
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        if self.bank is None:
+            super().restore(snapshot)
+            return
+        events = self.bank.events[:snapshot['events']]
+        self.load_state_dict(clone_state(snapshot['state']))
+        self.bank.events = events

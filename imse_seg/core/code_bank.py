@@ -11,7 +11,12 @@ or of the stream's first batches when none are given.
 
 Retrieval is a strategy object: :class:`TopOneRetrieval` (official default) or :class:`MixtureRetrieval`.
 The official code has no rule for a condition unlike every stored one; :class:`NewDomainRule` adds one
-(off by default). Every batch yields a :class:`BankEvent`; shifts are also logged on the
+(off by default). The official code also appends an entry at every shift, so a stream that repeats its
+conditions grows the bank without bound and, when the same images return, ties between a condition's
+entries make top-1 retrieve its first-round code forever; ``refresh_entries`` (off by default) stores a
+returning condition's code back into the entry it was retrieved from instead.
+
+Every batch yields a :class:`BankEvent`; shifts are also logged on the
 ``imse_seg.code_bank`` logger. The whole bank (entries, running estimate, threshold, counters, events and
 the layers' current code) saves to one file.
 """
@@ -122,7 +127,8 @@ class BankEvent:
     ``distance`` is the symmetric KL from the batch to the running estimate (None when there is none
     yet). On a detected shift, ``stored`` is the index of the entry just stored, ``entry_distances`` the
     batch's distance to every entry, ``retrieved`` the entry loaded (for a mixture, the heaviest one, with
-    ``weights``); ``detected`` with ``retrieved`` None means the new-domain rule kept the code or loaded s0.
+    ``weights``); ``detected`` with ``retrieved`` None means the new-domain rule kept the code or loaded s0;
+    ``refreshed`` means ``stored`` is an existing entry whose code was replaced (``refresh_entries``).
     """
     batch_index: int
     distance: float | None
@@ -131,6 +137,7 @@ class BankEvent:
     retrieved: int | None = None
     weights: list[float] | None = None
     entry_distances: list[float] | None = None
+    refreshed: bool = False
 
 
 class SpectralCodeBank:
@@ -154,6 +161,13 @@ class SpectralCodeBank:
     counts and both moment estimates go, ``param_groups`` and the learning rate stay, and the next step
     starts afresh); then, with ``store_optimizer_state``, a top-1 retrieval of an entry that has a stored
     state loads that state.
+
+    ``refresh_entries`` (not in the official code): when the condition that ends began from entry k's code
+    (top-1 retrieval of k, or, for the first condition, a fallback entry 0 built from its own batches) and
+    its statistics are still within the threshold of entry k's, its code replaces entry k's (statistics
+    kept) instead of being appended. Each condition then keeps its latest code, the bank holds one entry
+    per condition, and a true source entry (:meth:`set_source_statistics`) is never replaced. Retrieval
+    mixtures and the new-domain rule use s0 from the layers, not entry 0, so a refreshed entry 0 is safe.
     """
 
     def __init__(self, layers: Sequence[SpectralLayer], *, channel_dim: int, full_batch_size: int,
@@ -161,7 +175,7 @@ class SpectralCodeBank:
                  retrieval: RetrievalStrategy = TopOneRetrieval(), new_domain: NewDomainRule | None = None,
                  warmup_batches: int = 8, momentum: float = 0.2,
                  optimizer: torch.optim.Optimizer | None = None, reset_optimizer: bool = True,
-                 store_optimizer_state: bool = False) -> None:
+                 store_optimizer_state: bool = False, refresh_entries: bool = False) -> None:
         self.layers = list(layers)
         if not self.layers:
             raise ValueError('SpectralCodeBank: no spectral layers given')
@@ -185,6 +199,9 @@ class SpectralCodeBank:
         self.optimizer = optimizer
         self.reset_optimizer = reset_optimizer
         self.store_optimizer_state = store_optimizer_state
+        self.refresh_entries = refresh_entries
+        self.active_entry: int | None = None
+        self.source_given = False
         self.running = RunningStatistics(momentum)
         self.entries: list[BankEntry] = []
         self.events: list[BankEvent] = []
@@ -215,6 +232,7 @@ class SpectralCodeBank:
             parts.append(stats)
             counts.append(batch.numel() // stats.channels)
         self.entries.append(BankEntry(initial_spectral_code(self.layers), pool_statistics(parts, counts)))
+        self.source_given = True
         if not self.warming_up:  # given mid-warm-up with a fixed threshold: nothing left to collect
             self._warmup_parts, self._warmup_counts, self._warmup_distances = [], [], []
 
@@ -255,6 +273,7 @@ class SpectralCodeBank:
         if not self.entries:
             source = pool_statistics(self._warmup_parts, self._warmup_counts)
             self.entries.append(BankEntry(initial_spectral_code(self.layers), source))
+            self.active_entry = 0
             logger.info('source entry 0: s0 with the statistics of the first %d full batches', n)
         if self.threshold is None:
             self.threshold = self.calibration(self._warmup_distances)
@@ -266,23 +285,32 @@ class SpectralCodeBank:
         snapshot = None
         if self.store_optimizer_state:
             snapshot = copy.deepcopy(self.optimizer.state_dict()['state'])
-        self.entries.append(BankEntry(spectral_code(self.layers), self.running.value, snapshot, batch_index))
-        stored = len(self.entries) - 1
+        stored = self._entry_to_refresh()
+        refreshed = stored is not None
+        if refreshed:
+            entry = self.entries[stored]
+            entry.code, entry.optimizer_state = spectral_code(self.layers), snapshot
+            entry.batch_index = batch_index
+        else:
+            self.entries.append(BankEntry(spectral_code(self.layers), self.running.value, snapshot,
+                                          batch_index))
+            stored = len(self.entries) - 1
         d = symmetric_kl(stats, DomainStatistics.stack([e.statistics for e in self.entries]))
         nearest = int(torch.argmin(d))
         rule = self.new_domain
         limit = None if rule is None else (self.threshold if rule.threshold is None else rule.threshold)
-        event = BankEvent(batch_index, distance, True, stored, entry_distances=d.tolist())
+        event = BankEvent(batch_index, distance, True, stored, entry_distances=d.tolist(),
+                          refreshed=refreshed)
         head = (f'batch {batch_index}: shift detected (d={distance:.4g} > {self.threshold:.4g}); '
-                f'stored entry {stored}')
+                f'{"refreshed" if refreshed else "stored"} entry {stored}')
         if limit is not None and float(d[nearest]) > limit:
             if rule.start_from == 'source':
-                load_spectral_code(self.layers, self.entries[0].code)
+                load_spectral_code(self.layers, initial_spectral_code(self.layers))
             retrieved = None
             logger.info('%s; new domain: nearest entry %d at %.4g > %.4g, adapting from the %s code',
                         head, nearest, float(d[nearest]), limit, rule.start_from)
         else:
-            retrieved = self.retrieval(d, [e.code for e in self.entries], self.entries[0].code)
+            retrieved = self.retrieval(d, [e.code for e in self.entries], initial_spectral_code(self.layers))
             load_spectral_code(self.layers, retrieved.code)
             event.retrieved = retrieved.entry
             if retrieved.weights is not None:
@@ -291,8 +319,18 @@ class SpectralCodeBank:
                         'top-1' if retrieved.weights is None else 'mixture, heaviest', retrieved.entry,
                         ', '.join(f'{x:.3g}' for x in event.entry_distances))
         self._shift_optimizer(retrieved)
+        self.active_entry = retrieved.entry if retrieved is not None and retrieved.weights is None else None
         self.running.reset()
         return event
+
+    def _entry_to_refresh(self) -> int | None:
+        """The entry the ending condition's code goes back into (``refresh_entries``), or None to append."""
+        k = self.active_entry
+        if not self.refresh_entries or k is None or (k == 0 and self.source_given):
+            return None
+        if float(symmetric_kl(self.running.value, self.entries[k].statistics)) > self.threshold:
+            return None
+        return k
 
     def _shift_optimizer(self, retrieved: RetrievedCode | None) -> None:
         if self.optimizer is None:
@@ -321,6 +359,8 @@ class SpectralCodeBank:
                        'counts': list(self._warmup_counts), 'distances': list(self._warmup_distances)},
             'events': [asdict(e) for e in self.events],
             'current_code': spectral_code(self.layers),
+            'active_entry': self.active_entry,
+            'source_given': self.source_given,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -354,6 +394,8 @@ class SpectralCodeBank:
         self._warmup_counts = list(warmup['counts'])
         self._warmup_distances = list(warmup['distances'])
         self.events = [BankEvent(**e) for e in state['events']]
+        self.active_entry = state.get('active_entry')
+        self.source_given = state.get('source_given', False)
         load_spectral_code(self.layers, state['current_code'])
 
     def save(self, path: str | PathLike) -> None:

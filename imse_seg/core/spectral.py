@@ -6,7 +6,8 @@ values. U and Vh are frozen buffers; only ``s`` is a parameter. The mechanism is
 ``torch.nn.utils.parametrize``: the module's own forward (``nn.Linear``, ``nn.Conv2d``, or
 ``F.multi_head_attention_forward`` reading ``nn.MultiheadAttention.in_proj_weight``) runs unchanged and
 sees the recomposed weight, so the output equals the original layer at ``s = s0`` to float tolerance. The
-dense weight is not kept beside the factors.
+dense weight is not kept beside the factors as a parameter; reads that need no gradient reuse a cached
+composition (see :class:`SpectralWeight`).
 
 Each row v_i of Vh is a *spectral expert*. For the diversity loss (methods.md 1.3) a layer can record the
 alignment of its normalised input tokens with every expert, ``a = (x / ||x||) Vh^T`` (tokens x r); the
@@ -31,6 +32,15 @@ class SpectralWeight(nn.Module):
     ``right_inverse`` computes the thin SVD of the dense weight (in float64 for accuracy) and hands
     ``parametrize`` an empty tensor to keep as ``original``, so the dense matrix is freed; the trainable
     state is ``singular_values``. ``initial_singular_values`` keeps s0 for resets and mixture retrieval.
+
+    The weight is recomposed on every read that autograd must see (gradients on and ``s`` trainable). Any
+    other read (inference, or layers whose ``s`` is frozen, like the diversity-only blocks) returns a weight
+    composed once and cached until ``s``, ``U`` or ``Vh`` change: the same values, without a matrix product
+    per forward, at the memory of one dense weight per layer while cached. The cache key is each factor's
+    ``_version`` (bumped by every in-place change: an optimiser step, a loaded code, SAM's ascent) and
+    storage address (changed by ``.to()`` or ``.data =``); the entry keeps aliases of the factors it was
+    built from, so their storage cannot be reused at the same address while it lives. Weights composed
+    under ``torch.inference_mode`` get their own key: autograd cannot save inference tensors.
     """
 
     def __init__(self, weight: Tensor) -> None:
@@ -45,13 +55,31 @@ class SpectralWeight(nn.Module):
         self.register_buffer('initial_singular_values', s[:rank].to(dtype).clone())
         self.singular_values = nn.Parameter(s[:rank].to(dtype).clone())
         self.expert_activations: Tensor | None = None
+        self._composed: Tensor | None = None
+        self._composed_key: tuple = ()
+        self._composed_from: tuple[Tensor, ...] = ()
 
     @property
     def rank(self) -> int:
         return self.singular_values.numel()
 
-    def forward(self, original: Tensor) -> Tensor:
+    def compose(self) -> Tensor:
+        """``U diag(s) Vh`` in the weight's shape, computed from the factors now."""
         return ((self.U * self.singular_values) @ self.Vh).reshape(self.weight_shape)
+
+    def forward(self, original: Tensor) -> Tensor:
+        s = self.singular_values
+        if s.requires_grad and torch.is_grad_enabled():
+            self._composed, self._composed_key, self._composed_from = None, (), ()
+            return self.compose()
+        u, vh = self.U, self.Vh
+        key = (s._version, s.data_ptr(), u._version, u.data_ptr(), vh._version, vh.data_ptr(),
+               torch.is_inference_mode_enabled())
+        if key != self._composed_key:
+            with torch.no_grad():
+                self._composed = self.compose()
+            self._composed_key, self._composed_from = key, (s.detach(), u, vh)
+        return self._composed
 
     def right_inverse(self, weight: Tensor) -> Tensor:
         return weight.new_empty(0)
@@ -61,6 +89,7 @@ class SpectralWeight(nn.Module):
         # models) start without them.
         state = dict(super().__getstate__())
         state['expert_activations'] = None
+        state['_composed'], state['_composed_key'], state['_composed_from'] = None, (), ()
         return state
 
 

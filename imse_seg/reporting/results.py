@@ -11,7 +11,7 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 RESULTS_JSONL = 'results.jsonl'
 RESULTS_CSV = 'results.csv'
@@ -21,16 +21,24 @@ _COUNTS = ('num_images', 'num_skipped', 'seconds')
 def atomic_write_text(path: Union[str, Path], text: str) -> None:
     """Replace ``path`` by ``text`` so that a reader (or a crash) sees the old file or the new, never half.
 
-    The text goes to a temporary file in the same folder, is flushed to disk (``fsync``) and then renamed
-    over ``path`` with ``os.replace``, which is atomic on POSIX and Windows; the temporary file is removed
-    if anything fails before the rename.
+    See :func:`atomic_write` for how.
+    """
+    atomic_write(path, lambda file: file.write(text.encode('utf-8')))
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], Any]) -> None:
+    """Replace ``path`` by what ``write`` writes into a binary file, atomically (text, a torch checkpoint).
+
+    The bytes go to a temporary file in the same folder, are flushed to disk (``fsync``) and then the file
+    is renamed over ``path`` with ``os.replace``, which is atomic on POSIX and Windows; the temporary file
+    is removed if anything fails before the rename, and the folder is synced after it.
     """
     path = Path(path)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as file:
-            file.write(text)
+        with os.fdopen(fd, 'wb') as file:
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -113,6 +121,11 @@ class ResultsWriter:
     def __len__(self) -> int:
         return len(self._records)
 
+    def reset(self, records: List[Dict[str, Any]]) -> None:
+        """Replace the records by ``records`` and rewrite both files (resuming from a checkpoint that was
+        written when the run had recorded just these)."""
+        self._write([dict(record) for record in records])
+
     def __contains__(self, key: Mapping[str, Any]) -> bool:
         """Whether the segment with this key is already recorded (to skip it when resuming)."""
         return any(record['key'] == dict(key) for record in self._records)
@@ -124,7 +137,8 @@ class ResultsWriter:
             num_images: int,
             seconds: float,
             num_skipped: int = 0,
-            per_class: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+            per_class: Optional[Mapping[str, float]] = None,
+            counts: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
         """Record one finished segment and rewrite both files; returns the record as written.
 
         Args:
@@ -135,6 +149,8 @@ class ResultsWriter:
             seconds: Wall time of the segment.
             num_skipped: Images of the segment that were not evaluated.
             per_class: Per-class values (the IoU of each class for segmentation); NaN is written as null.
+            counts: Named event counts of the segment (e.g. ``guard_events``, ``bad_label``), written as
+                ``counts`` in the JSON record and as one CSV column each; left out of the record if None.
         """
         key = dict(key)
         if self._records and list(key) != list(self._records[0]['key']):
@@ -150,19 +166,27 @@ class ResultsWriter:
             num_images=int(num_images),
             num_skipped=int(num_skipped),
             seconds=round(float(seconds), 3))
-        records = self._records + [record]
+        if counts is not None:
+            record['counts'] = {name: int(value) for name, value in counts.items()}
+        self._write(self._records + [record])
+        return dict(record)
+
+    def _write(self, records: List[Dict[str, Any]]) -> None:
+        """Rewrite both files with ``records`` (the JSON lines first: they are the record of truth)."""
         lines = ''.join(json.dumps(r, allow_nan=False) + '\n' for r in records)
         atomic_write_text(self.jsonl_path, lines)
         self._records = records
         atomic_write_text(self.csv_path, _to_csv(records))
-        return dict(record)
 
 
 def _to_csv(records: List[Dict[str, Any]]) -> str:
-    """One row per segment: index, key fields, metrics, counts, then ``per_class/<name>`` columns."""
+    """One row per segment: index, key fields, metrics, counts, event counts, ``per_class/<name>`` columns."""
     metric_names = _union(record['metrics'] for record in records)
     class_names = _union(record['per_class'] for record in records)
-    header = (['index', *records[0]['key'], *metric_names, *_COUNTS]
+    count_names = _union(record.get('counts', {}) for record in records)
+    if not records:
+        return ''
+    header = (['index', *records[0]['key'], *metric_names, *_COUNTS, *count_names]
               + [f'per_class/{name}' for name in class_names])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator='\n')
@@ -171,6 +195,7 @@ def _to_csv(records: List[Dict[str, Any]]) -> str:
         writer.writerow([record['index'], *record['key'].values(),
                          *(_cell(record['metrics'].get(name)) for name in metric_names),
                          *(record[name] for name in _COUNTS),
+                         *(record.get('counts', {}).get(name, '') for name in count_names),
                          *(_cell(record['per_class'].get(name)) for name in class_names)])
     return buffer.getvalue()
 

@@ -14,7 +14,7 @@ from imse_seg.core.mean_teacher import (confident_or_averaged, ema_update, multi
 from imse_seg.core.update import closure_step
 from imse_seg.registry import ADAPTATION
 
-from imse_seg.adaptation.method import AdaptationMethod, Forward, ValidRegion
+from imse_seg.adaptation.method import AdaptationMethod, Forward, ValidRegion, load_parameters
 from imse_seg.adaptation.parameters import AllParameters
 
 COTTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
@@ -79,11 +79,20 @@ class CoTTA(AdaptationMethod):
         stochastic_restore(segmentor, self.source_state, self.restore_probability, self.generator)
         return target.clamp_min(1e-12).log()
 
+    def adapted_parameters(self) -> list[nn.Parameter]:
+        return list(self.params)
+
     def state_dict(self) -> dict[str, Any]:
-        return dict(optimizer=self.optimizer.state_dict(), teacher=self.teacher.state_dict(),
-                    generator=self.generator.get_state())
+        """Student parameters, optimiser state, teacher and the restore generator.
+
+        The anchor and the restore targets are copies of the source model, rebuilt by ``setup`` from the
+        same checkpoint; they never change, so they are not part of the state.
+        """
+        return dict(params=[p.detach() for p in self.params], optimizer=self.optimizer.state_dict(),
+                    teacher=self.teacher.state_dict(), generator=self.generator.get_state())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_parameters(self.params, state['params'], type(self).__name__)
         self.optimizer.load_state_dict(state['optimizer'])
         self.teacher.load_state_dict(state['teacher'])
         self.generator.set_state(state['generator'])

@@ -1,6 +1,7 @@
 """Builds the adaptation method on the loaded model, before the test stream starts."""
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Mapping
 
 from mmengine.hooks import Hook
@@ -11,6 +12,9 @@ from mmengine.registry import HOOKS
 from imse_seg.core import count_parameters
 
 from imse_seg.registry import build_adaptation
+
+DEFAULT_GUARD = MappingProxyType(dict(type='DivergenceGuard'))
+"""The guard an adaptation runs under unless the config says otherwise (non-finite checks only)."""
 
 
 @HOOKS.register_module()
@@ -23,16 +27,20 @@ class AdaptationSetupHook(Hook):
     dataset's, and logs how many parameters the method adapts. It works with mmengine's plain
     ``TestLoop`` (one segment) as well as with :class:`ContinualTestLoop`. A method is a config
     (``dict(type='EntropyAdaptation', ...)``), so switching methods is replacing this hook's entry in
-    ``custom_hooks``.
+    ``custom_hooks``. The method adapts under a :class:`~imse_seg.adaptation.DivergenceGuard` built from
+    ``guard`` (by default: non-finite updates are refused, no collapse check); ``guard=None`` runs the
+    method bare, so that a non-finite update ends the run.
 
     Args:
         method: Config of the adaptation method (registry :data:`imse_seg.registry.ADAPTATION`).
+        guard: Config of the divergence guard, e.g. ``dict(type='DivergenceGuard', collapse_fraction=0.95)``.
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, method: Mapping) -> None:
+    def __init__(self, method: Mapping, guard: Mapping | None = DEFAULT_GUARD) -> None:
         self.method_cfg = dict(method)
+        self.guard_cfg = None if guard is None else dict(guard)
 
     def before_test(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -40,7 +48,8 @@ class AdaptationSetupHook(Hook):
             raise TypeError(f'AdaptationSetupHook needs an AdaptiveSegmentor model, got {type(model).__name__}')
         classes = runner.test_loop.dataloader.dataset.metainfo.get('classes')
         check_classes(model.module.decode_head.num_classes, classes)
-        model.set_method(build_adaptation(self.method_cfg))
+        guard = None if self.guard_cfg is None else build_adaptation(self.guard_cfg)
+        model.set_method(build_adaptation(self.method_cfg), guard)
         print_log(f'adaptation method {self.method_cfg["type"]}: {count_parameters(model.module)}',
                   logger='current')
 

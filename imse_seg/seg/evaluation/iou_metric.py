@@ -1,9 +1,19 @@
-"""mmseg's ``IoUMetric`` with what a stream needs: per-class IoU kept, and a running mIoU."""
+"""mmseg's ``IoUMetric`` with what a stream needs: per-class IoU kept, a running mIoU, faulty samples left out."""
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from typing import Sequence
+
 import numpy as np
+from mmengine.logging import print_log
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
+
+FAULT = 'fault'
+"""First element of the ``results`` entry that stands for a sample left out of the metric."""
+FAULT_KINDS = ('bad_label', 'size_mismatch', 'non_finite_prediction')
+"""What can make a sample unfit for scoring, as counted in the results files."""
 
 
 @METRICS.register_module()
@@ -11,29 +21,85 @@ class StreamIoUMetric(IoUMetric):
     """``IoUMetric`` that keeps the per-class IoU of its last evaluation and reports a running mIoU.
 
     The reduction is mmseg's own (``compute_metrics``, gathered across ranks by ``evaluate``); this class
-    only also stores ``last_per_class_iou`` (class name -> IoU in percent, NaN for a class absent from both
+    also stores ``last_per_class_iou`` (class name -> IoU in percent, NaN for a class absent from both
     prediction and ground truth) so that results files can hold it, and offers :meth:`running_miou` over the
-    images processed so far on this rank, for progress bars.
+    images processed so far on this rank, for progress bars. A sample that cannot be scored is left out
+    with a warning and counted by kind (:data:`FAULT_KINDS`) in ``last_faults``: a label map holding values
+    outside ``[0, K)`` other than ``ignore_index`` (``bad_label``), a prediction whose size is not the
+    label's, e.g. an image stored at another size than its label map (``size_mismatch``), and a sample the
+    model marked ``fault`` (``non_finite_prediction``). Faults travel in ``results`` as ``('fault', kind)``
+    entries, so they are gathered across ranks with the rest.
     """
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
         super().__init__(**kwargs)
         self.last_per_class_iou: dict[str, float] = {}
+        self.last_faults: Counter[str] = Counter()
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        num_classes = len(self.dataset_meta['classes'])
+        kept = []
+        for sample in data_samples:
+            fault = self._fault(sample, num_classes)
+            if fault is None:
+                kept.append(sample)
+                continue
+            kind, detail = fault
+            self.results.append((FAULT, kind))
+            print_log(f'left out of the metric: {sample.get("img_path", "a sample")}: {detail}',
+                      logger='current', level=logging.WARNING)
+        if kept:
+            super().process(data_batch, kept)
+
+    def _fault(self, sample: dict, num_classes: int) -> tuple[str, str] | None:
+        """``(kind, detail)`` if ``sample`` cannot be scored, else None."""
+        if sample.get(FAULT):
+            return 'non_finite_prediction', sample[FAULT]
+        if self.format_only:
+            return None
+        pred = sample['pred_sem_seg']['data'].squeeze()
+        label = sample['gt_sem_seg']['data'].squeeze()
+        if pred.shape != label.shape:
+            return 'size_mismatch', (f'prediction {tuple(pred.shape)} (the image) and label map '
+                                     f'{tuple(label.shape)} differ in size')
+        bad = ((label < 0) | (label >= num_classes)) & (label != self.ignore_index)
+        if bool(bad.any()):
+            values = sorted(set(label[bad].unique().tolist()))
+            return 'bad_label', (f'label map holds values {values[:5]} outside [0, {num_classes}) and not '
+                                 f'ignore_index {self.ignore_index}')
+        return None
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        metrics = super().compute_metrics(results)
-        intersect = sum(r[0] for r in results).double()
-        union = sum(r[1] for r in results).double()
+        scored, self.last_faults = _split(results)
+        if not scored:
+            self.last_per_class_iou = {name: float('nan') for name in self.dataset_meta['classes']}
+            return {name: float('nan') for name in ('aAcc', *self.metrics, 'mAcc')}
+        metrics = super().compute_metrics(scored)
+        intersect = sum(r[0] for r in scored).double()
+        union = sum(r[1] for r in scored).double()
         iou = (intersect / union).numpy() * 100
         self.last_per_class_iou = dict(zip(self.dataset_meta['classes'], iou.tolist()))
         return metrics
 
     def running_miou(self) -> float:
         """mIoU (percent) over the images processed since the last evaluation, on this rank."""
-        if not self.results:
+        scored, _ = _split(self.results)
+        if not scored:
             return float('nan')
-        intersect = sum(r[0] for r in self.results).double()
-        union = sum(r[1] for r in self.results).double()
+        intersect = sum(r[0] for r in scored).double()
+        union = sum(r[1] for r in scored).double()
         iou = (intersect / union).numpy()
         return float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float('nan')
+
+
+def _split(results: list) -> tuple[list, Counter[str]]:
+    """The scored entries of ``results`` and the count of faults by kind."""
+    faults = Counter({kind: 0 for kind in FAULT_KINDS})
+    scored = []
+    for entry in results:
+        if len(entry) == 2 and entry[0] == FAULT:
+            faults[entry[1]] += 1
+        else:
+            scored.append(entry)
+    return scored, faults

@@ -1,0 +1,44 @@
+# Adaptation methods for a timm VisionTransformer (blocks.<i>.attn.qkv/proj, blocks.<i>.mlp.fc1/fc2, head).
+# A method config is picked by a run config with  method = {{_base_.<name>}}.
+# Spectral roles (methods.md 1.1): the packed qkv, the attention projection and both MLP layers of every
+# block. IMSE trains the singular values of all blocks but the last three, which are converted too and carry
+# the diversity loss (methods.md 1.3); the patterns below are for a 6-block ViT (the demo; ViT-B/16 with 12
+# blocks: trained_blocks = ['blocks.[0-8].*'], diversity_blocks = ['blocks.9.*', 'blocks.1[01].*']).
+spectral_roles = ['blocks.*.attn.qkv', 'blocks.*.attn.proj', 'blocks.*.mlp.fc1', 'blocks.*.mlp.fc2']
+trained_blocks = ['blocks.[0-2].*']
+diversity_blocks = ['blocks.[3-5].*']
+# Official diversity loss: -lambda * sum over layers / vm_num blocks, lambda = 50; the DiversityTerm averages
+# over layers (4 per block), so 4 * 50 = 200 is the same loss.
+diversity_weight = 200.0
+# Reliable-entropy margin e0 = 0.4 ln K (SAR/IMSE, methods.md 1.2).
+margin = 0.4
+# Learning rates chosen on the digits demo's tune split (continual, batch 32), not on the reported test split:
+# TENT SGD lr in {1e-4, 1e-3, 1e-2}, IMSE Adam lr in {1e-3, 3e-3, 1e-2, 3e-2} (docs/results_classification.md).
+# The STAG variants reuse them.
+norm_lr = 1e-4
+spectral_lr = 1e-3
+
+source = dict(type='Source')
+tent = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='NormParameters'),
+    objective=dict(entropy=dict(type='EntropyTerm')),
+    optimizer=dict(type='SGD', lr=norm_lr, momentum=0.9))
+tent_stag = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='NormParameters'),
+    objective=dict(entropy=dict(type='EntropyTerm'), stag=dict(type='StagTerm', weight=1.0, classifier='head')),
+    optimizer=dict(type='SGD', lr=norm_lr, momentum=0.9))
+imse = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='SpectralParameters', convert=spectral_roles, train=trained_blocks),
+    objective=dict(entropy=dict(type='EntropyTerm', margin=margin),
+                   diversity=dict(type='DiversityTerm', weight=diversity_weight, layers=diversity_blocks, ratio=1.0)),
+    optimizer=dict(type='Adam', lr=spectral_lr),
+    sam_rho=0.05,
+    # The bank's full_batch_size (statistics update on full batches only, methods.md 1.4) is the data's
+    # batch size unless set here: the runner fills it in.
+    code_bank=dict(feature_module='patch_embed', retrieval=dict(type='TopOneRetrieval')))
+imse_stag = dict(
+    imse,
+    objective=dict(imse['objective'], stag=dict(type='StagTerm', weight=1.0, classifier='head')))

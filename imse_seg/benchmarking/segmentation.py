@@ -1,0 +1,171 @@
+"""The benchmark cases of an mmseg segmentor: inference, one step of each method, and the parts of IMSE.
+
+Every case is a zero-argument callable over a fixed pre-processed input batch (random, as the cost does
+not depend on the pixels): ``inference`` (the unconverted segmentor, no grad), ``spectral_inference`` (the
+segmentor with the spectral layers of the first method that converts any, singular values unchanged, no
+grad), ``step:<method>`` (one ``adapt`` call of each method on its own freshly loaded segmentor, cycling
+over a few inputs so that a code bank sees in-domain noise rather than identical batches),
+``recompose`` (reading every spectral weight as a forward pass does, gradients on), ``stag_loss`` (the
+STAG term's forward and backward on logits of the head's resolution), ``code_bank_statistics`` (the
+frozen patch embedding, per-channel statistics and distance to the running estimate: a bank's ``observe``
+on a batch without shift) and ``code_bank_retrieval`` (distances to five stored entries, top-1 retrieval
+and loading the code into the layers).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from imse_seg.adaptation.parameters import SpectralParameters
+from imse_seg.core import (DomainStatistics, SpectralCodeBank, SpectralLayer, StagAlignment, TopOneRetrieval,
+                           channel_statistics, load_spectral_code, spectral_code, symmetric_kl)
+from imse_seg.registry import build_adaptation
+from imse_seg.seg.adaptation.segmentation import segmentor_logits
+
+Case = Callable[[], object]
+METHODS = ('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag', 'imse_stag_no_sam')
+# Variants measured beside the configured methods: (base method, overrides).
+VARIANTS = {'imse_stag_no_sam': ('imse_stag', dict(sam_rho=None))}
+BANK_FEATURES = 'backbone.layers.0.0'
+INPUT_POOL = 4
+BANK_ENTRIES = 5
+
+
+def build_segmentor(model_cfg: Mapping, checkpoint: str | None, device: torch.device) -> nn.Module:
+    """Build the segmentor of ``model_cfg`` in eval mode on ``device``, with ``checkpoint``'s weights."""
+    from mmengine.runner import load_checkpoint
+    from mmseg.registry import MODELS
+
+    model = MODELS.build(dict(model_cfg))
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    return model.to(device).eval()
+
+
+def random_inputs(batch: int, size: Sequence[int], device: torch.device, seed: int) -> list[Tensor]:
+    """A few pre-processed-like batches (standard normal), reproducible from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, *size, generator=generator).to(device) for _ in range(INPUT_POOL)]
+
+
+def cycling(fn: Callable[[Tensor], object], inputs: list[Tensor]) -> Case:
+    """A case calling ``fn`` on the next of ``inputs`` each time, round robin."""
+    position = itertools.count()
+    return lambda: fn(inputs[next(position) % len(inputs)])
+
+
+def spectral_parameters(methods: Mapping[str, Mapping]) -> SpectralParameters | None:
+    """The spectral conversion of the first method in ``methods`` that has one (IMSE's layers), or None."""
+    for cfg in methods.values():
+        parameters = cfg.get('parameters')
+        if parameters is not None and parameters.get('type') == 'SpectralParameters':
+            return build_adaptation(parameters)
+    return None
+
+
+def no_grad_forward(model: nn.Module, inputs: Tensor) -> Case:
+    """A case predicting ``inputs`` without gradients."""
+    def run() -> Tensor:
+        with torch.no_grad():
+            return segmentor_logits(model, inputs)
+    return run
+
+
+def _recompose(layers: Sequence[SpectralLayer]) -> Case:
+    def run() -> list[Tensor]:
+        with torch.enable_grad():
+            return [getattr(layer.module, layer.tensor_name) for layer in layers]
+    return run
+
+
+def _stag_loss(model: nn.Module, inputs: Tensor) -> Case:
+    alignment = StagAlignment.from_classifier(model.decode_head.conv_seg)
+    with torch.no_grad():
+        logits = segmentor_logits(model, inputs).requires_grad_(True)
+    return lambda: torch.autograd.grad(alignment(logits), logits)
+
+
+def _bank_statistics(model: nn.Module, layers: list[SpectralLayer], inputs: list[Tensor]) -> Case:
+    features = copy.deepcopy(model.get_submodule(BANK_FEATURES)).eval().requires_grad_(False)
+    bank = SpectralCodeBank(layers, channel_dim=-1, full_batch_size=1, threshold=float('inf'))
+    batches = itertools.count()
+
+    def run(x: Tensor) -> object:
+        with torch.no_grad():
+            tokens = features(x)
+        return bank.observe(tokens[0] if isinstance(tokens, tuple) else tokens, next(batches))
+    return cycling(run, inputs)
+
+
+def _bank_retrieval(model: nn.Module, layers: list[SpectralLayer], inputs: Tensor) -> Case:
+    with torch.no_grad():
+        tokens = model.get_submodule(BANK_FEATURES)(inputs)
+    stats = channel_statistics(tokens[0] if isinstance(tokens, tuple) else tokens, channel_dim=-1)
+    entries = DomainStatistics.stack([DomainStatistics(stats.mean + i, stats.var * (1 + i))
+                                      for i in range(BANK_ENTRIES)])
+    codes = [spectral_code(layers) for _ in range(BANK_ENTRIES)]
+    retrieval = TopOneRetrieval()
+
+    def run() -> None:
+        distances = symmetric_kl(stats, entries)
+        load_spectral_code(layers, retrieval(distances, codes, codes[0]).code)
+    return run
+
+
+def segmentation_cases(build: Callable[[], nn.Module], methods: Mapping[str, Mapping], batch: int,
+                       size: Sequence[int], device: torch.device) -> dict[str, Case]:
+    """All cases for one input shape; ``build()`` returns a fresh loaded segmentor on ``device``.
+
+    The spectral cases (``spectral_inference``, ``recompose``, ``code_bank_*``) use the conversion of the
+    first method that has one and are left out when none of ``methods`` converts spectral layers.
+    """
+    inputs = random_inputs(batch, size, device, seed=0)
+    plain = build()
+    conversion = spectral_parameters(methods)
+    cases: dict[str, Case] = {'inference': no_grad_forward(plain, inputs[0])}
+    if conversion is not None:
+        spectral = build()
+        conversion(spectral)
+        cases['spectral_inference'] = no_grad_forward(spectral, inputs[0])
+    for name, cfg in methods.items():
+        model = build()
+        method = build_adaptation(cfg)
+        method.setup(model, segmentor_logits)
+        cases[f'step:{name}'] = cycling(lambda x, m=method, s=model: m.adapt(s, x), inputs)
+    cases['stag_loss'] = _stag_loss(plain, inputs[0])
+    if conversion is not None:
+        cases['recompose'] = _recompose(conversion(build()).layers)
+        bank_model = build()
+        bank_layers = conversion(bank_model).layers
+        cases['code_bank_statistics'] = _bank_statistics(bank_model, bank_layers, inputs)
+        cases['code_bank_retrieval'] = _bank_retrieval(bank_model, bank_layers, inputs[0])
+    return cases
+
+
+def load_setup(config: str, methods_file: str, names: Sequence[str]) -> tuple[dict, dict[str, dict]]:
+    """The segmentor config and the method configs named ``names``.
+
+    ``config`` is a model config (``model = dict(type='EncoderDecoder', ...)``) or an adaptation config
+    (``model = dict(type='AdaptiveSegmentor', module=...)``). A method name is looked up in ``config``
+    first (adaptation configs inherit the method file), then in ``methods_file``; a name in
+    :data:`VARIANTS` is its base method with the variant's overrides.
+    """
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(config)
+    library = Config.fromfile(methods_file)
+    model = cfg.model.to_dict()
+    if model['type'] == 'AdaptiveSegmentor':
+        model = model['module']
+    methods = {}
+    for name in names:
+        base, overrides = VARIANTS.get(name, (name, {}))
+        source = cfg if base in cfg else library
+        if base not in source:
+            raise KeyError(f'method {base!r} is in neither {config} nor {methods_file}')
+        methods[name] = {**source[base].to_dict(), **overrides}
+    return model, methods

@@ -1,0 +1,31 @@
+"""Test hooks that inject faults into a running stream (imported by configs through ``custom_imports``)."""
+from __future__ import annotations
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class NonFiniteInputHook(Hook):
+    """Make the segmentor's backbone see Inf inputs during the stream batches (counted from 0) in ``batches``.
+
+    The hook stays for the whole batch, so the method's update and the guard's fallback prediction both
+    see the non-finite input.
+    """
+
+    def __init__(self, batches: list[int]) -> None:
+        self.batches = set(batches)
+        self.seen = 0
+        self.handle = None
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if self.seen in self.batches:
+            model = runner.model.module if hasattr(runner.model, 'method') else runner.model.module.module
+            self.handle = model.backbone.register_forward_pre_hook(
+                lambda module, args: (args[0] * float('inf'),) + tuple(args[1:]))
+        self.seen += 1
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None

@@ -1,0 +1,61 @@
+"""The bundled benchmark's command, reduced: a small demo tree, three methods, one round.
+
+It runs ``tools/run_demo.py`` as a user does (data generation, one ``tools/adapt.py`` process per method,
+the comparison table and the plot) and checks what it prints and writes: the table's shape, results
+rows for every condition, a source that matches its own recorded scores, and adaptation that changes
+the predictions. The full-size figures are in docs/results.md; none is hard-coded here.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imse_seg.reporting import load_results
+from imse_seg.reporting.comparison import format_comparison, summarise_run
+
+REPO = Path(__file__).resolve().parents[1]
+CONDITIONS = ['fog', 'night', 'rain', 'snow']
+
+
+@pytest.fixture(scope='module')
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp('demo')
+    data = root / 'data'
+    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', str(data), '--frames-per-condition',
+                    '4'], cwd=REPO, check=True, capture_output=True)
+    completed = subprocess.run(
+        [sys.executable, 'tools/run_demo.py', '--methods', 'source', 'tent', 'imse_stag', '--rounds', '1',
+         '--data', str(data), '--work-dir', str(root / 'runs')],
+        cwd=REPO, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return root / 'runs' / 'train', completed.stdout
+
+
+def test_prints_and_writes_the_comparison_table(demo_run: tuple[Path, str]) -> None:
+    out, stdout = demo_run
+    summary = (out / 'summary.md').read_text()
+    table = [line for line in summary.splitlines() if line.startswith('|')]
+    assert table[0] == '| method | fog | night | rain | snow | round 1 | round 1 | mean | s/image |'
+    assert [line.split('|')[1].strip() for line in table[2:]] == ['source', 'tent', 'imse_stag']
+    assert '\n'.join(table) in stdout
+    assert (out / 'miou_stream.png').stat().st_size > 0
+
+
+def test_each_method_scores_every_condition_and_adaptation_changes_results(
+        demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    runs = {method: load_results(out / method) for method in ('source', 'tent', 'imse_stag')}
+    for records in runs.values():
+        assert [record['key'] for record in records] == [dict(condition=c, round=1) for c in CONDITIONS]
+        assert all(record['num_images'] == 4 for record in records)
+    source = summarise_run(runs['source'])
+    assert source['mean'] == pytest.approx(sum(r['metrics']['mIoU'] for r in runs['source']) / 4)
+    assert summarise_run(runs['imse_stag'])['conditions'] != source['conditions']
+
+
+def test_comparison_refuses_runs_of_different_streams(demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    source = load_results(out / 'source')
+    with pytest.raises(ValueError, match='not the same stream'):
+        format_comparison({'source': source, 'short': source[:2]})

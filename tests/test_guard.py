@@ -1,0 +1,113 @@
+"""DivergenceGuard (issue 9): non-finite and collapsed updates are undone, counted and resumable."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from imse_seg.adaptation import DivergenceGuard, EntropyAdaptation, clone_state
+from imse_seg.adaptation.method import AdaptationMethod
+from imse_seg.core import NonFiniteError
+
+
+class Bias(nn.Module):
+    """Logits = inputs + a per-class bias (B x K x H x W)."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias.view(1, -1, 1, 1)
+
+
+class Scripted(AdaptationMethod):
+    """Predicts, then moves the bias by the next scripted step (a NaN step, or 'raise')."""
+
+    def __init__(self, steps: list) -> None:
+        self.steps = list(steps)
+
+    def setup(self, model: nn.Module, forward) -> None:
+        super().setup(model, forward)
+        self.param = model.bias
+
+    def adapt(self, model: nn.Module, inputs: Tensor, valid=None) -> Tensor:
+        logits = self.predict(model, inputs)
+        step = self.steps.pop(0)
+        if step == 'raise':
+            raise NonFiniteError('loss is not finite')
+        with torch.no_grad():
+            self.param.add_(torch.as_tensor(step, dtype=torch.float32))
+        return logits
+
+    def adapted_parameters(self) -> list[nn.Parameter]:
+        return [self.param]
+
+    def state_dict(self) -> dict:
+        return dict(param=self.param.detach())
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.param.copy_(state['param'])
+
+
+def run(guard: DivergenceGuard, steps: list, batches: int) -> tuple[Bias, list[Tensor]]:
+    model, method = Bias(), Scripted(steps)
+    method.setup(model, lambda m, x: m(x))
+    inputs = torch.zeros(1, 3, 2, 2)
+    inputs[0, 1, 0, 0] = 0.1   # slightly mixed so that a zero bias predicts two classes
+    outputs = [guard.adapt(method, model, inputs) for _ in range(batches)]
+    return model, outputs
+
+
+def test_non_finite_update_is_skipped_and_counted() -> None:
+    guard = DivergenceGuard()
+    model, _ = run(guard, [[0.0, 0.5, 0.0], 'raise', [0.0, float('nan'), 0.0], [0.0, 0.5, 0.0]], 4)
+    assert torch.equal(model.bias.detach(), torch.tensor([0.0, 1.0, 0.0]))
+    assert [event.batch for event in guard.events] == [1, 2]
+    assert 'non-finite update' in guard.events[0].reason
+    assert 'non-finite after the update' in guard.events[1].reason
+
+
+def test_collapse_restores_the_last_state_that_passed() -> None:
+    guard = DivergenceGuard(collapse_fraction=0.9)
+    # batch 0 predicts from bias 0 (fine) and moves class 2 far up; batch 1 predicts class 2 everywhere
+    model, outputs = run(guard, [[0.0, 0.0, 10.0], [0.0, 0.0, 10.0], [0.0, 0.0, 0.0]], 3)
+    assert len(guard.events) == 1 and guard.events[0].batch == 1 and 'collapse' in guard.events[0].reason
+    assert torch.equal(outputs[1], outputs[0])          # batch 1 re-predicted from the restored bias
+    assert torch.equal(model.bias.detach(), torch.zeros(3))
+
+
+def test_guard_state_round_trips() -> None:
+    guard = DivergenceGuard(collapse_fraction=0.9)
+    run(guard, [[0.0, 0.0, 10.0], [0.0, 0.0, 10.0]], 2)
+    other = DivergenceGuard(collapse_fraction=0.9)
+    other.load_state_dict(clone_state(guard.state_dict()))
+    assert other.events == guard.events and other.batches == guard.batches
+    assert torch.equal(other.last_good['param'], guard.last_good['param'])
+
+
+def test_collapse_fraction_is_checked() -> None:
+    with pytest.raises(ValueError, match='collapse_fraction'):
+        DivergenceGuard(collapse_fraction=1.5)
+
+
+def test_entropy_adaptation_state_restores_the_adapted_parameters() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4), nn.Conv2d(4, 3, 1))
+
+    def build() -> EntropyAdaptation:
+        return EntropyAdaptation(parameters=dict(type='NormParameters'),
+                                 objective=dict(entropy=dict(type='EntropyTerm')),
+                                 optimizer=dict(type='Adam', lr=0.1))
+    method = build()
+    method.setup(model, lambda m, x: m(x))
+    saved = clone_state(method.state_dict())
+    inputs = torch.randn(2, 3, 4, 4)
+    method.adapt(model, inputs)
+    moved = clone_state(method.state_dict())
+    method.load_state_dict(clone_state(saved))
+    assert all(torch.equal(p, q) for p, q in zip(method.adapted_parameters(), saved['params']))
+    method.load_state_dict(moved)
+    assert not torch.equal(moved['params'][0], saved['params'][0])
+    assert all(torch.equal(p, q) for p, q in zip(method.adapted_parameters(), moved['params']))

@@ -73,7 +73,7 @@ def plot_stream(runs: Mapping[str, Sequence[Dict[str, Any]]],
     axes.set_ylabel(metric)
     axes.margins(y=0.15)
     axes.grid(axis='y', alpha=0.3)
-    axes.legend(loc='best', fontsize=8)
+    axes.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, never on the data
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, format='png')

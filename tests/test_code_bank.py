@@ -19,6 +19,8 @@ from imse_seg.core.domain_stats import ThresholdCalibration, channel_statistics
 from imse_seg.core.spectral import spectralize
 from imse_seg.core.spectral_code import initial_spectral_code, spectral_code
 
+from exact import assert_same
+
 CHANNELS, TOKENS, BATCH, SEGMENT = 16, 64, 8, 32
 
 
@@ -58,23 +60,6 @@ def adapt(layers: list, condition: str) -> None:
 
 def codes_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def assert_same(a, b) -> None:
-    """Recursive exact equality of nested dicts / lists / tensors / scalars."""
-    assert type(a) is type(b)
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert_same(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same(x, y)
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b)
-    else:
-        assert a == b
 
 
 def bank_with_source(layers: list, conditions: Conditions, **options) -> SpectralCodeBank:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from acdc_fixture import REPO, write_acdc_tree, write_config, write_tiny_checkpoint
+from exact import assert_same
 
 # IMSE + STAG exercises the most state: spectral singular values, SAM/Adam moments, the code bank.
 METHOD = 'imse_stag'
@@ -66,21 +67,6 @@ def records(work_dir: Path) -> list[dict]:
     return [{key: value for key, value in json.loads(line).items() if key != 'seconds'} for line in lines]
 
 
-def assert_same_tensors(a, b) -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert_same_tensors(a[key], b[key])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same_tensors(x, y)
-    else:
-        assert a == b
-
-
 def assert_same_as_reference(stream: dict, work_dir: Path) -> None:
     """Bit-identical results, bank events and final adapted state (weights, optimiser, bank, RNG)."""
     reference = stream['root'] / 'reference'
@@ -88,7 +74,7 @@ def assert_same_as_reference(stream: dict, work_dir: Path) -> None:
     assert (work_dir / 'bank_events.jsonl').read_text() == (reference / 'bank_events.jsonl').read_text()
     final, expected = (torch.load(d / 'stream_checkpoint.pth', weights_only=True) for d in (work_dir, reference))
     for part in ('model', 'adaptation', 'rng', 'position'):
-        assert_same_tensors(final[part], expected[part])
+        assert_same(final[part], expected[part])
     assert [dict(r, seconds=0) for r in final['records']] == [dict(r, seconds=0) for r in expected['records']]
 
 

@@ -18,7 +18,8 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from imse_seg.seg.checkpoint import CheckpointError, check_checkpoint_classes
+from imse_seg.cli import exit_with
+from imse_seg.seg.checkpoint import check_checkpoint_classes
 from imse_seg.seg.dry_run import dry_run
 from imse_seg.seg.engine.stream_checkpoint import StreamInterrupted
 
@@ -80,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == '__main__':
     try:
-        sys.exit(main())
-    except (FileNotFoundError, FileExistsError, CheckpointError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+        exit_with(main)
     except StreamInterrupted as stop:
         print(str(stop), file=sys.stderr)
         sys.exit(128 + stop.signal)

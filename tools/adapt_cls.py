@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from mmengine.config import Config, DictAction
 
-from imse_seg.cls.model import CheckpointError
+from imse_seg.cli import exit_with
 from imse_seg.cls.runner import run_classification
 
 
@@ -58,8 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, FileExistsError, CheckpointError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    exit_with(main)

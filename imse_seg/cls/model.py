@@ -14,9 +14,7 @@ import timm
 from timm.models import load_state_dict
 from torch import nn
 
-
-class CheckpointError(ValueError):
-    """A classifier checkpoint that is missing, unreadable, or does not fit the configured model."""
+from imse_seg.checkpoint import CheckpointError, check_classifier_rows, require_file
 
 
 def build_classifier(name: str, num_classes: int, checkpoint: str | Path | None = None,
@@ -35,21 +33,13 @@ def build_classifier(name: str, num_classes: int, checkpoint: str | Path | None 
 
 def read_checkpoint(path: str | Path, model: nn.Module, num_classes: int) -> dict:
     """The state dict in ``path``, after checking that its classifier has ``num_classes`` outputs."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'classifier checkpoint {path} does not exist (train the demo one with '
-                              'tools/train_cls_source.py, or put a timm checkpoint there)')
+    path = require_file(path, 'train the demo one with tools/train_cls_source.py, or put a timm '
+                              'checkpoint there')
     try:
         state = load_state_dict(str(path))
     except Exception as error:  # torch/safetensors raise many types for a corrupt or foreign file
         raise CheckpointError(f'classifier checkpoint {path} cannot be read: {error}') from error
     head = model.get_classifier()
     key = next(name for name, module in model.named_modules() if module is head) + '.weight'
-    weight = state.get(key)
-    if weight is None:
-        raise CheckpointError(f'classifier checkpoint {path} has no {key}: it is not a checkpoint of '
-                              f'{type(model).__name__}')
-    if weight.shape[0] != num_classes:
-        raise CheckpointError(f'classifier checkpoint {path} predicts {weight.shape[0]} classes ({key} '
-                              f'{tuple(weight.shape)}), the config and data have {num_classes}')
+    check_classifier_rows(state, key, num_classes, path, f'it is not a checkpoint of {type(model).__name__}')
     return state

@@ -5,17 +5,13 @@ from pathlib import Path
 
 import torch
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable, or does not fit the configured model."""
+from imse_seg.checkpoint import CheckpointError, check_classifier_rows, require_file
 
 
 def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of an mmengine/mmseg checkpoint, read with ``weights_only=True`` (no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'checkpoint {path} does not exist; pass --checkpoint or set load_from '
-                              '(data/README.md says where the source checkpoints go)')
+    path = require_file(path, 'pass --checkpoint or set load_from (data/README.md says where the source '
+                        'checkpoints go)')
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
@@ -29,12 +25,6 @@ def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
 def check_checkpoint_classes(path: str | Path, num_classes: int,
                              classifier_key: str = 'decode_head.conv_seg.weight') -> None:
     """Refuse a checkpoint whose classifier predicts another number of classes than the config's."""
-    state = load_state_dict_safely(path)
-    weight = state.get(classifier_key)
-    if weight is None:
-        raise CheckpointError(f'checkpoint {path} has no {classifier_key}: it is not an mmseg decode-head '
-                              'checkpoint (convert NVlabs / Hugging Face files with '
-                              'tools/convert_checkpoint.py)')
-    if weight.shape[0] != num_classes:
-        raise CheckpointError(f'checkpoint {path} predicts {weight.shape[0]} classes ({classifier_key} '
-                              f'{tuple(weight.shape)}), the config expects {num_classes}')
+    check_classifier_rows(load_state_dict_safely(path), classifier_key, num_classes, path,
+                          'it is not an mmseg decode-head checkpoint (convert NVlabs / Hugging Face files '
+                          'with tools/convert_checkpoint.py)')

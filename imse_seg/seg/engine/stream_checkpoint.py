@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...reporting import atomic_write
-from ..checkpoint import CheckpointError
+from imse_seg.checkpoint import CheckpointError
 
 STREAM_CHECKPOINT = 'stream_checkpoint.pth'
 VERSION = 1

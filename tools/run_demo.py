@@ -84,8 +84,9 @@ def finished_segments(work_dir: Path) -> int:
 
 def run_methods(args: argparse.Namespace, out: Path) -> None:
     """Run every method's ``tools/adapt.py``, ``args.jobs`` at a time, with a bar over finished segments."""
-    options = [f'test_dataloader.dataset.data_root={args.data}', f'test_dataloader.dataset.split={args.split}',
-               *([f'test_cfg.rounds={args.rounds}'] if args.rounds else []), *args.cfg_options]
+    options = [f'test_dataloader.dataset.data_root={args.data}', f'test_dataloader.dataset.split={args.split}']
+    options += [f'test_cfg.rounds={args.rounds}'] if args.rounds else []
+    options += args.cfg_options
     waiting = list(args.methods)
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
     total = sum(stream_segments(method_config(method), args.rounds) for method in args.methods)

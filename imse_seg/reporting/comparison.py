@@ -9,16 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-ROUND_FIELD = 'round'
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return sum(present) / len(present) if present else None
-
-
-def _condition(key: Mapping[str, Any]) -> str:
-    return '/'.join(str(value) for field, value in key.items() if field != ROUND_FIELD)
+from .results import ROUND_FIELD, mean_of_present, segment_label
 
 
 def summarise_run(records: Sequence[Mapping[str, Any]], metric: str = 'mIoU') -> dict[str, Any]:
@@ -30,15 +21,15 @@ def summarise_run(records: Sequence[Mapping[str, Any]], metric: str = 'mIoU') ->
     by_round: dict[Any, list[float | None]] = {}
     for record in records:
         value = record['metrics'].get(metric)
-        by_condition.setdefault(_condition(record['key']), []).append(value)
+        by_condition.setdefault(segment_label(record['key']), []).append(value)
         by_round.setdefault(record['key'].get(ROUND_FIELD), []).append(value)
     rounds = list(by_round)
     images = sum(record['num_images'] for record in records)
     return dict(
-        conditions={name: _mean(values) for name, values in by_condition.items()},
-        first_round=_mean(by_round[rounds[0]]),
-        last_round=_mean(by_round[rounds[-1]]),
-        mean=_mean([record['metrics'].get(metric) for record in records]),
+        conditions={name: mean_of_present(values) for name, values in by_condition.items()},
+        first_round=mean_of_present(by_round[rounds[0]]),
+        last_round=mean_of_present(by_round[rounds[-1]]),
+        mean=mean_of_present([record['metrics'].get(metric) for record in records]),
         seconds_per_image=sum(record['seconds'] for record in records) / images if images else None,
         rounds=len(rounds))
 

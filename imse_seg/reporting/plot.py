@@ -6,12 +6,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-ROUND_FIELD = 'round'
-
-
-def _segment_label(key: Mapping[str, Any]) -> str:
-    """The tick label of a segment: its key fields other than the round, e.g. ``fog`` or ``shot/5``."""
-    return '/'.join(str(value) for field, value in key.items() if field != ROUND_FIELD)
+from .results import ROUND_FIELD, segment_label
 
 
 def _stream_keys(runs: Mapping[str, Sequence[Dict[str, Any]]]) -> List[Dict[str, Any]]:
@@ -67,13 +62,13 @@ def plot_stream(runs: Mapping[str, Sequence[Dict[str, Any]]],
             axes.text((start + end - 1) / 2, 0.98, f'{ROUND_FIELD} {rounds[start]}', transform=top,
                       ha='center', va='top', fontsize=8, color='0.3')
 
-    axes.set_xticks(range(len(keys)), [_segment_label(key) for key in keys], rotation=90,
+    axes.set_xticks(range(len(keys)), [segment_label(key) for key in keys], rotation=90,
                     fontsize=8 if len(keys) <= 48 else 6)
     axes.set_xlim(-0.5, len(keys) - 0.5)
     axes.set_ylabel(metric)
     axes.margins(y=0.15)
     axes.grid(axis='y', alpha=0.3)
-    axes.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, never on the data
+    axes.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, off the data
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, format='png')

@@ -15,6 +15,8 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Mapping, Optio
 
 RESULTS_JSONL = 'results.jsonl'
 RESULTS_CSV = 'results.csv'
+ROUND_FIELD = 'round'
+"""The key field that numbers the passes over a repeated stream."""
 _COUNTS = ('num_images', 'num_skipped', 'seconds')
 
 
@@ -205,6 +207,17 @@ def _union(mappings: Iterable[Mapping[str, Any]]) -> List[str]:
     return list(dict.fromkeys(name for mapping in mappings for name in mapping))
 
 
+def segment_label(key: Mapping[str, Any], without: str = ROUND_FIELD) -> str:
+    """A segment's key fields other than ``without`` joined by ``/``: ``fog``, ``shot_noise/5``."""
+    return '/'.join(str(value) for field, value in key.items() if field != without)
+
+
+def mean_of_present(values: Iterable[Optional[float]]) -> Optional[float]:
+    """The mean of the values that are not None (segments not run, NaN scores); None if there are none."""
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
+
+
 def _cell(value: Optional[float]) -> str:
     return '' if value is None else repr(value)
 
@@ -235,15 +248,11 @@ def format_table(records: List[Dict[str, Any]],
         if metric not in record['metrics']:
             raise KeyError(f'metric {metric!r} is not among {list(record["metrics"])} of segment {key}')
         row = str(key[rows])
-        column = '/'.join(str(value) for field, value in key.items() if field != rows)
+        column = segment_label(key, without=rows)
         if (row, column) in cells:
             raise ValueError(f'two segments share {rows} {row} and column {column!r}')
         row_labels[row] = column_labels[column] = None
         cells[row, column] = record['metrics'][metric]
-
-    def mean(values: List[Optional[float]]) -> Optional[float]:
-        present = [value for value in values if value is not None]
-        return sum(present) / len(present) if present else None
 
     def fmt(value: Optional[float]) -> str:
         return '-' if value is None else f'{value:.{digits}f}'
@@ -251,9 +260,10 @@ def format_table(records: List[Dict[str, Any]],
     table = [[rows, *column_labels, 'mean']]
     for row in row_labels:
         values = [cells.get((row, column)) for column in column_labels]
-        table.append([row, *map(fmt, values), fmt(mean(values))])
-    column_means = [mean([cells.get((row, column)) for row in row_labels]) for column in column_labels]
-    table.append(['mean', *map(fmt, column_means), fmt(mean(list(cells.values())))])
+        table.append([row, *map(fmt, values), fmt(mean_of_present(values))])
+    column_means = [mean_of_present([cells.get((row, column)) for row in row_labels])
+                    for column in column_labels]
+    table.append(['mean', *map(fmt, column_means), fmt(mean_of_present(cells.values()))])
 
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     aligned = [[line[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]

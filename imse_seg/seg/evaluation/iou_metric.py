@@ -1,4 +1,4 @@
-"""mmseg's ``IoUMetric`` with what a stream needs: per-class IoU kept, a running mIoU, faulty samples left out."""
+"""mmseg's ``IoUMetric`` for a stream: per-class IoU kept, a running mIoU, faulty samples left out."""
 from __future__ import annotations
 
 import logging
@@ -76,10 +76,7 @@ class StreamIoUMetric(IoUMetric):
             self.last_per_class_iou = {name: float('nan') for name in self.dataset_meta['classes']}
             return {name: float('nan') for name in ('aAcc', *self.metrics, 'mAcc')}
         metrics = super().compute_metrics(scored)
-        intersect = sum(r[0] for r in scored).double()
-        union = sum(r[1] for r in scored).double()
-        iou = (intersect / union).numpy() * 100
-        self.last_per_class_iou = dict(zip(self.dataset_meta['classes'], iou.tolist()))
+        self.last_per_class_iou = dict(zip(self.dataset_meta['classes'], (_class_iou(scored) * 100).tolist()))
         return metrics
 
     def running_miou(self) -> float:
@@ -87,10 +84,15 @@ class StreamIoUMetric(IoUMetric):
         scored, _ = _split(self.results)
         if not scored:
             return float('nan')
-        intersect = sum(r[0] for r in scored).double()
-        union = sum(r[1] for r in scored).double()
-        iou = (intersect / union).numpy()
+        iou = _class_iou(scored)
         return float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float('nan')
+
+
+def _class_iou(scored: list) -> np.ndarray:
+    """Per-class IoU (fraction, NaN where a class is absent from prediction and label) of scored entries."""
+    intersect = sum(r[0] for r in scored).double()
+    union = sum(r[1] for r in scored).double()
+    return (intersect / union).numpy()
 
 
 def _split(results: list) -> tuple[list, Counter[str]]:

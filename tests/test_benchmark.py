@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,23 +12,17 @@ from torch import nn
 from acdc_fixture import REPO, TINY_SEGMENTOR
 from imse_seg.core import SAM, closure_step, load_spectral_code, spectralize, train_only
 from imse_seg.benchmarking.segmentation import METHODS
+from tool_module import load_tool
 
 CASES = {'inference', 'spectral_inference', 'recompose', 'stag_loss', 'code_bank_statistics',
          'code_bank_retrieval'} | {f'step:{name}' for name in METHODS}
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_tool', REPO / 'tools' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_tool_writes_every_case(tmp_path: Path) -> None:
     config = tmp_path / 'tiny.py'
     config.write_text(f'model = {TINY_SEGMENTOR!r}\n')
     out = tmp_path / 'bench.json'
-    load_tool().main([str(config), '--sizes', '64x128', '--batch-sizes', '1', '2', '--warmup', '0',
+    load_tool('benchmark').main([str(config), '--sizes', '64x128', '--batch-sizes', '1', '2', '--warmup', '0',
                       '--repeats', '1', '--out', str(out)])
     record = json.loads(out.read_text())
     assert [(run['batch'], run['height'], run['width']) for run in record['runs']] == [(1, 64, 128), (2, 64, 128)]
@@ -135,7 +128,7 @@ def test_tool_without_spectral_method_skips_spectral_cases(tmp_path: Path) -> No
     config = tmp_path / 'tiny.py'
     config.write_text(f'model = {TINY_SEGMENTOR!r}\n')
     out = tmp_path / 'bench.json'
-    load_tool().main([str(config), '--methods', 'tent', '--sizes', '64x128', '--warmup', '0', '--repeats', '1',
+    load_tool('benchmark').main([str(config), '--methods', 'tent', '--sizes', '64x128', '--warmup', '0', '--repeats', '1',
                       '--out', str(out)])
     run = json.loads(out.read_text())['runs'][0]
     assert set(run['cases']) == {'inference', 'step:tent', 'stag_loss'} and run['targets'] == {}

@@ -1,5 +1,4 @@
 """Classification path end to end on a tiny ImageNet-C-layout tree: every setting, errors, shared core."""
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from imse_seg.cls.runner import run_classification
 from imse_seg.core import SpectralCodeBank, SpectralLayer, SpectralWeight, StagLoss
 from imse_seg.registry import build_adaptation
 from imse_seg.reporting import load_results
+from tool_module import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = Config.fromfile(REPO / 'configs/cls/_base_/methods/vit.py')
@@ -147,10 +147,7 @@ def test_an_undecodable_image_is_skipped_counted_and_warned(tree, tmp_path, capl
 
 
 def test_cli_runs_a_config_with_a_setting(tree, tmp_path):
-    spec = importlib.util.spec_from_file_location('adapt_cls', REPO / 'tools' / 'adapt_cls.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    main = tool.main
+    main = load_tool('adapt_cls').main
     cfg_file = tmp_path / 'tiny.py'
     cfg_file.write_text(f'_base_ = ["{REPO / "configs/cls/_base_/methods/vit.py"}"]\n'
                         f'model = {config(tree)["model"]!r}\n'

@@ -4,7 +4,6 @@ Most tests run the generator on a reduced copy of ``data/camvid`` (a few frames 
 frames per condition), so the whole module takes seconds.
 """
 import hashlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from imse_seg.demo import (CAMVID_TO_TRAINID, CONDITIONS, FogParams, NightParams
                            WeatherParams, ground_plane_depth, list_camvid, plan_demo, read_frame, render,
                            to_train_ids)
 from mmseg.datasets import CityscapesDataset
+from tool_module import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO / 'data' / 'camvid'
@@ -31,14 +31,7 @@ REDUCED = {('train', '0006R0'): 3, ('train', '0016E5'): 3, ('train', '0001TP'): 
 N = 2  # frames per condition on the reduced folder
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('make_demo_data', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_demo_data = _load_tool()
+make_demo_data = load_tool('make_demo_data')
 
 
 def _reduce(dst: Path) -> Path:

@@ -5,7 +5,6 @@ The frames come from the shipped CamVid copy, rendered in memory as ``tools/make
 the tuning stream, so the generated tree is not needed. The margins are measured ones with room to spare,
 not exact scores (docs/demo_source.md has those).
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 import imse_seg  # noqa: F401  (before mmseg)
 from imse_seg.demo import WeatherParams, list_camvid, plan_demo
 from mmengine.config import Config
+from tool_module import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / 'data' / 'demo_source' / 'segformer_tiny_camvid.pth'
@@ -21,14 +21,7 @@ MODEL_CONFIG = REPO / 'configs' / 'demo' / '_base_' / 'segformer_tiny.py'
 FRAMES = 10
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('calibrate_demo', REPO / 'tools' / 'calibrate_demo.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-calibrate_demo = _load_tool()
+calibrate_demo = load_tool('calibrate_demo')
 
 
 @pytest.fixture(scope='module')

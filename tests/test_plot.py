@@ -1,5 +1,4 @@
 """plot_stream and tools/plot_results.py: a PNG of the requested size with the runs drawn on it."""
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from PIL import Image
 
 from imse_seg.reporting import ResultsWriter
 from imse_seg.reporting.plot import plot_stream
+from tool_module import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,15 +52,8 @@ def test_cli_plots_run_folders(tmp_path: Path) -> None:
         assert image.size == (800, 450), 'the default 8 x 4.5 in at 100 dpi for a short stream'
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('plot_results', REPO / 'tools' / 'plot_results.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_labels_default_to_run_folder_names(tmp_path: Path) -> None:
-    tool = _load_tool()
+    tool = load_tool('plot_results')
     (tmp_path / 'tent').mkdir()
     assert tool.run_label(tmp_path / 'tent') == 'tent'
     assert tool.run_label(tmp_path / 'imse' / 'results.jsonl') == 'imse'

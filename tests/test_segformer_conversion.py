@@ -7,7 +7,6 @@ logit by logit, in eval mode and with the fuse BN in train mode.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import re
@@ -29,15 +28,14 @@ from mmseg.apis import init_model
 from mmseg.registry import MODELS
 from mmseg.utils import get_classes, get_palette
 from safetensors.torch import load_file, save_file
+from tool_module import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_CONFIG = ROOT / 'configs/_base_/models/segformer_mit-b5_hf.py'
 NVLABS_CONFIG = ROOT / 'configs/_base_/models/segformer_mit-b5_nvlabs.py'
 CITYSCAPES = tuple(get_classes('cityscapes'))
 
-_spec = importlib.util.spec_from_file_location('convert_checkpoint_cli', ROOT / 'tools/convert_checkpoint.py')
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
+cli = load_tool('convert_checkpoint')
 
 
 @dataclass(frozen=True)

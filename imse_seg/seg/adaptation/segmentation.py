@@ -5,12 +5,27 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def segmentor_logits(segmentor: nn.Module, inputs: Tensor) -> Tensor:
-    """Decode-head logits (B x K x h x w, at the head's resolution) of an mmseg encoder-decoder."""
-    return segmentor.decode_head.forward(segmentor.extract_feat(inputs))
+    """Decode-head logits (B x K x h x w, at the head's resolution) of an mmseg encoder-decoder.
+
+    A model whose pre-processor pads test inputs to a ``size_divisor`` (EfficientViT: 32) needs every
+    input so padded; the pre-processor does it for the batch, and this does it for inputs made later (the
+    rescaled views of CoTTA's teacher): ``inputs`` are zero-padded at the bottom and right, as the
+    pre-processor pads, and the logits cropped back to the part that covers them.
+    """
+    divisor = (getattr(segmentor.data_preprocessor, 'test_cfg', None) or {}).get('size_divisor')
+    height, width = inputs.shape[-2:]
+    pad_h, pad_w = (-height % divisor, -width % divisor) if divisor else (0, 0)
+    if not (pad_h or pad_w):
+        return segmentor.decode_head.forward(segmentor.extract_feat(inputs))
+    padded = F.pad(inputs, (0, pad_w, 0, pad_h), value=segmentor.data_preprocessor.pad_val)
+    logits = segmentor.decode_head.forward(segmentor.extract_feat(padded))
+    h, w = logits.shape[-2:]
+    return logits[..., :math.ceil(height * h / (height + pad_h)), :math.ceil(width * w / (width + pad_w))]
 
 
 def image_region(logits: Tensor, input_size: Sequence[int], metas: Sequence[dict]) -> Tensor | None:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 from mmengine.logging import print_log
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
@@ -29,21 +30,51 @@ class StreamIoUMetric(IoUMetric):
     label's, e.g. an image stored at another size than its label map (``size_mismatch``), and a sample the
     model marked ``fault`` (``non_finite_prediction``). Faults travel in ``results`` as ``('fault', kind)``
     entries, so they are gathered across ranks with the rest.
+
+    With ``class_merge`` (``{merged class: [dataset class ids]}``, in the order the merged classes are
+    reported) predictions and labels are both mapped many-to-one before scoring, e.g. a Cityscapes model's
+    19 trainIds onto CamVid's 11 classes (truck, bus, train -> Car); the model still predicts, and adapts
+    on, its own classes. Ids in no group are ignored, as ``ignore_index`` is; the reported classes (and
+    ``dataset_meta['classes']``) are the merged ones.
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, class_merge: Mapping[str, Sequence[int]] | None = None, **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
         super().__init__(**kwargs)
+        self.class_merge = None if class_merge is None else {name: list(ids) for name, ids in class_merge.items()}
+        self.merge_table: torch.Tensor | None = None
         self.last_per_class_iou: dict[str, float] = {}
         self.last_faults: Counter[str] = Counter()
 
+    @property
+    def dataset_meta(self) -> dict | None:
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, dataset_meta: dict) -> None:
+        """Keep the dataset's classes for checking labels; report the merged ones, if merging."""
+        self.source_classes = tuple(dataset_meta['classes'])
+        self._dataset_meta = dict(dataset_meta)
+        if self.class_merge is None:
+            return
+        self.merge_table = torch.full((256,), self.ignore_index, dtype=torch.long)
+        for merged, ids in enumerate(self.class_merge.values()):
+            bad = [i for i in ids if not 0 <= i < len(self.source_classes)]
+            if bad:
+                raise ValueError(f'class_merge names class ids {bad} outside the dataset\'s '
+                                 f'{len(self.source_classes)} classes')
+            if (self.merge_table[ids] != self.ignore_index).any():
+                raise ValueError(f'class_merge puts a class id of {ids} into two merged classes')
+            self.merge_table[ids] = merged
+        self._dataset_meta['classes'] = tuple(self.class_merge)
+
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        num_classes = len(self.dataset_meta['classes'])
+        num_classes = len(self.source_classes)
         kept = []
         for sample in data_samples:
             fault = self._fault(sample, num_classes)
             if fault is None:
-                kept.append(sample)
+                kept.append(sample if self.merge_table is None else self._merged(sample))
                 continue
             kind, detail = fault
             self.results.append((FAULT, kind))
@@ -51,6 +82,16 @@ class StreamIoUMetric(IoUMetric):
                       logger='current', level=logging.WARNING)
         if kept:
             super().process(data_batch, kept)
+
+    def _merged(self, sample: dict) -> dict:
+        """``sample`` with its prediction and label mapped to the merged classes."""
+        table = self.merge_table
+        pred = sample['pred_sem_seg']['data']
+        merged = dict(sample, pred_sem_seg=dict(data=table.to(pred.device)[pred.long()]))
+        if 'gt_sem_seg' in sample:
+            label = sample['gt_sem_seg']['data']
+            merged['gt_sem_seg'] = dict(data=table.to(label.device)[label.long().clamp(0, 255)])
+        return merged
 
     def _fault(self, sample: dict, num_classes: int) -> tuple[str, str] | None:
         """``(kind, detail)`` if ``sample`` cannot be scored, else None."""

@@ -1,0 +1,54 @@
+# Adaptation methods for EfficientViT-Seg (imse_seg EfficientViTBackbone + EfficientViTSegHead), the
+# published Cityscapes B0 among them. Each is the config of one AdaptationSetupHook method; a config picks
+# one with    custom_hooks = [dict(type='AdaptationSetupHook', method={{_base_.<name>}})]
+# Spectral roles (methods.md 1.1): the dense 1x1 convs, i.e. linear maps over channels: the attention's qkv
+# and proj, and every MBConv's expansion and projection in stages 0-3. Depthwise and grouped convs (the
+# attention's multi-scale aggregation, MBConv depthwise) are not dense maps and stay as they are. The head's
+# convs are left out: the classifier's input must stay the space STAG's anchors were computed in.
+# As IMSE trains the earlier blocks and keeps the last ones for the diversity term, stages 0-2 train and the
+# last stage (stages.3: two attention blocks and its stride-2 MBConv) carries the diversity loss.
+spectral_roles = ['backbone.stages.*.expand.conv', 'backbone.stages.*.project.conv',
+                  'backbone.stages.*.attention.qkv', 'backbone.stages.*.attention.proj.conv']
+trained_stages = ['backbone.stages.[012].*']
+diversity_stage = ['backbone.stages.3.*']
+# Diversity weight: official lambda = 50 per block; the DiversityTerm averages over layers, and a stage-3
+# block has 4 spectral layers (qkv, proj, expand, project), so 200 is the official scale.
+diversity_weight = 200.0
+norm_lr = 1e-4
+spectral_lr = 1e-3
+# IMSE's code bank on the stem's tokens (the first features, before any adapted layer).
+code_bank = dict(feature_module='backbone.stem', full_batch_size=1,
+                 retrieval=dict(type='TopOneRetrieval'), refresh_entries=True)
+
+source = dict(type='Source')
+tent = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='NormParameters'),
+    objective=dict(entropy=dict(type='EntropyTerm')),
+    optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)))
+tent_stag = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='NormParameters'),
+    objective=dict(entropy=dict(type='EntropyTerm'), stag=dict(type='StagTerm', weight=1.0)),
+    optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)))
+imse = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='SpectralParameters', convert=spectral_roles, train=trained_stages),
+    objective=dict(entropy=dict(type='EntropyTerm', margin=0.4),
+                   diversity=dict(type='DiversityTerm', weight=diversity_weight, layers=diversity_stage,
+                                  ratio=1.0)),
+    optimizer=dict(type='Adam', lr=spectral_lr),
+    sam_rho=0.05,
+    code_bank=code_bank)
+imse_stag = dict(
+    type='EntropyAdaptation',
+    parameters=dict(type='SpectralParameters', convert=spectral_roles, train=trained_stages),
+    objective=dict(entropy=dict(type='EntropyTerm', margin=0.4),
+                   diversity=dict(type='DiversityTerm', weight=diversity_weight, layers=diversity_stage,
+                                  ratio=1.0),
+                   stag=dict(type='StagTerm', weight=1.0)),
+    optimizer=dict(type='Adam', lr=spectral_lr),
+    sam_rho=0.05,
+    code_bank=code_bank)
+# CoTTA as its segmentation code runs it: 14 teacher views, anchor confidence 0.69, EMA 0.999, restore 0.01.
+cotta = dict(type='CoTTA', optimizer=dict(type='Adam', lr=norm_lr / 10, betas=(0.9, 0.999)))

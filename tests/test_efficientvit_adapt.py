@@ -69,3 +69,16 @@ def test_every_method_runs_and_adapts(checkpoint, tmp_path, method) -> None:
         moved = [layer.name for layer in layers
                  if not torch.equal(layer.singular_values, layer.weight.initial_singular_values)]
     assert moved, f'{method} moved no adapted parameter on 2 frames'
+
+
+def test_a_checkpoint_of_another_width_stops_before_any_compute(checkpoint, tmp_path, capsys) -> None:
+    cfg_options = ['model.module.backbone.widths=(8,16,32,64,160)', 'model.module.decode_head.in_channels=(160,64,32)']
+    with pytest.raises(SystemExit) as stop:
+        from imse_seg.cli import exit_with
+        exit_with(lambda: load_tool('adapt').main([str(CLEAR_CONFIG), '--checkpoint', str(checkpoint),
+                                                   '--work-dir', str(tmp_path), '--cfg-options', *cfg_options]))
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert 'does not fit the configured model' in error
+    assert 'mis-shaped: backbone.stages.3.0.project.conv.weight (128, 256, 1, 1) (model: (160, 256, 1, 1))' in error
+    assert not (tmp_path / 'results.jsonl').exists()

@@ -16,10 +16,12 @@ from pathlib import Path
 import imse_seg  # noqa: F401  (before mmseg: installs the mmcv.ops stand-in)
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from mmseg.registry import MODELS
 
 from imse_seg.cli import exit_with
-from imse_seg.seg.checkpoint import check_checkpoint_classes
+from imse_seg.seg.checkpoint import check_checkpoint_classes, check_checkpoint_fits
 from imse_seg.seg.dry_run import dry_run
 from imse_seg.seg.engine.stream_checkpoint import StreamInterrupted
 
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cfg.get('load_from'):
         check_checkpoint_classes(cfg.load_from, cfg.model.module.decode_head.num_classes)
+        init_default_scope(cfg.get('default_scope', 'mmseg'))
+        check_checkpoint_fits(cfg.load_from, MODELS.build(cfg.model.module))
     if args.launcher == 'pytorch' and not torch.cuda.is_available():
         # mmengine's own set-up calls torch.cuda.set_device; on CPU-only hosts join the group over gloo
         # first (the runner then finds it initialised), and run without a model wrapper's device ids.

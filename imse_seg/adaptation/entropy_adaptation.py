@@ -38,7 +38,8 @@ class EntropyAdaptation(AdaptationMethod):
       reliable pixels.
     - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
       a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
-      timm ViT: ``patch_embed``); None for no bank.
+      timm ViT: ``patch_embed``), or of its B x C x H x W maps with ``channel_dim=1`` (EfficientViT:
+      ``backbone.stem``); None for no bank.
     - ``reset_each_segment``: re-create the optimiser state at every segment start, as the published TENT
       and CoTTA code does at condition changes (it knows the boundaries; a deployed model does not).
 
@@ -84,7 +85,8 @@ class EntropyAdaptation(AdaptationMethod):
             if isinstance(cfg.get(key), Mapping):
                 cfg[key] = build_adaptation(cfg[key])
         optimizer = self.optimizer.base_optimizer if isinstance(self.optimizer, SAM) else self.optimizer
-        bank = SpectralCodeBank(self.context.layers, channel_dim=-1, optimizer=optimizer, **cfg)
+        cfg.setdefault('channel_dim', -1)
+        bank = SpectralCodeBank(self.context.layers, optimizer=optimizer, **cfg)
         return bank, features
 
     def start_segment(self, name: str) -> None:

@@ -30,7 +30,6 @@ Case = Callable[[], object]
 METHODS = ('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag', 'imse_stag_no_sam')
 # Variants measured beside the configured methods: (base method, overrides).
 VARIANTS = {'imse_stag_no_sam': ('imse_stag', dict(sam_rho=None))}
-BANK_FEATURES = 'backbone.layers.0.0'
 INPUT_POOL = 4
 BANK_ENTRIES = 5
 
@@ -89,9 +88,19 @@ def _stag_loss(model: nn.Module, inputs: Tensor) -> Case:
     return lambda: torch.autograd.grad(alignment(logits), logits)
 
 
-def _bank_statistics(model: nn.Module, layers: list[SpectralLayer], inputs: list[Tensor]) -> Case:
-    features = copy.deepcopy(model.get_submodule(BANK_FEATURES)).eval().requires_grad_(False)
-    bank = SpectralCodeBank(layers, channel_dim=-1, full_batch_size=1, threshold=float('inf'))
+def code_bank_features(methods: Mapping[str, Mapping]) -> tuple[str, int] | None:
+    """``(feature_module, channel_dim)`` of the first method in ``methods`` with a code bank, or None."""
+    for cfg in methods.values():
+        bank = cfg.get('code_bank')
+        if bank is not None:
+            return bank['feature_module'], bank.get('channel_dim', -1)
+    return None
+
+
+def _bank_statistics(model: nn.Module, layers: list[SpectralLayer], inputs: list[Tensor],
+                     feature_module: str, channel_dim: int) -> Case:
+    features = copy.deepcopy(model.get_submodule(feature_module)).eval().requires_grad_(False)
+    bank = SpectralCodeBank(layers, channel_dim=channel_dim, full_batch_size=1, threshold=float('inf'))
     batches = itertools.count()
 
     def run(x: Tensor) -> object:
@@ -101,10 +110,11 @@ def _bank_statistics(model: nn.Module, layers: list[SpectralLayer], inputs: list
     return cycling(run, inputs)
 
 
-def _bank_retrieval(model: nn.Module, layers: list[SpectralLayer], inputs: Tensor) -> Case:
+def _bank_retrieval(model: nn.Module, layers: list[SpectralLayer], inputs: Tensor, feature_module: str,
+                    channel_dim: int) -> Case:
     with torch.no_grad():
-        tokens = model.get_submodule(BANK_FEATURES)(inputs)
-    stats = channel_statistics(tokens[0] if isinstance(tokens, tuple) else tokens, channel_dim=-1)
+        tokens = model.get_submodule(feature_module)(inputs)
+    stats = channel_statistics(tokens[0] if isinstance(tokens, tuple) else tokens, channel_dim=channel_dim)
     entries = DomainStatistics.stack([DomainStatistics(stats.mean + i, stats.var * (1 + i))
                                       for i in range(BANK_ENTRIES)])
     codes = [spectral_code(layers) for _ in range(BANK_ENTRIES)]
@@ -121,7 +131,8 @@ def segmentation_cases(build: Callable[[], nn.Module], methods: Mapping[str, Map
     """All cases for one input shape; ``build()`` returns a fresh loaded segmentor on ``device``.
 
     The spectral cases (``spectral_inference``, ``recompose``, ``code_bank_*``) use the conversion of the
-    first method that has one and are left out when none of ``methods`` converts spectral layers.
+    first method that has one and are left out when none of ``methods`` converts spectral layers; the code
+    bank cases read the features of the first method with a bank, and are left out without one.
     """
     inputs = random_inputs(batch, size, device, seed=0)
     plain = build()
@@ -139,10 +150,12 @@ def segmentation_cases(build: Callable[[], nn.Module], methods: Mapping[str, Map
     cases['stag_loss'] = _stag_loss(plain, inputs[0])
     if conversion is not None:
         cases['recompose'] = _recompose(conversion(build()).layers)
+    bank = code_bank_features(methods)
+    if conversion is not None and bank is not None:
         bank_model = build()
         bank_layers = conversion(bank_model).layers
-        cases['code_bank_statistics'] = _bank_statistics(bank_model, bank_layers, inputs)
-        cases['code_bank_retrieval'] = _bank_retrieval(bank_model, bank_layers, inputs[0])
+        cases['code_bank_statistics'] = _bank_statistics(bank_model, bank_layers, inputs, *bank)
+        cases['code_bank_retrieval'] = _bank_retrieval(bank_model, bank_layers, inputs[0], *bank)
     return cases
 
 

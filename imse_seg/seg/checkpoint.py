@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import torch
+from torch import nn
 
 from imse_seg.checkpoint import CheckpointError, check_classifier_rows, require_file
 
@@ -28,3 +30,26 @@ def check_checkpoint_classes(path: str | Path, num_classes: int,
     check_classifier_rows(load_state_dict_safely(path), classifier_key, num_classes, path,
                           'it is not an mmseg decode-head checkpoint (convert NVlabs / Hugging Face files '
                           'with tools/convert_checkpoint.py)')
+
+
+def check_checkpoint_fits(path: str | Path, model: nn.Module, shown: int = 3) -> None:
+    """Refuse a checkpoint that would not load strictly into ``model`` (mmengine's loader only logs it).
+
+    Missing, unexpected and mis-shaped tensors are listed (the first ``shown`` of each), so a checkpoint of
+    another architecture or width stops before any compute instead of adapting a half-random model.
+    """
+    state = load_state_dict_safely(path)
+    expected = model.state_dict()
+    problems = _mismatches(state, expected, shown)
+    if problems:
+        raise CheckpointError(f'checkpoint {path} does not fit the configured model: {"; ".join(problems)}')
+
+
+def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], shown: int) -> list[str]:
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    misshaped = [f'{key} {tuple(state[key].shape)} (model: {tuple(expected[key].shape)})'
+                 for key in expected if key in state and state[key].shape != expected[key].shape]
+    return [f'{len(keys)} {kind}: {", ".join(keys[:shown])}{", ..." if len(keys) > shown else ""}'
+            for kind, keys in (('mis-shaped', misshaped), ('missing', missing), ('unexpected', unexpected))
+            if keys]

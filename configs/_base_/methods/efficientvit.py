@@ -16,8 +16,8 @@ diversity_stage = ['backbone.stages.3.*']
 diversity_weight = 200.0
 norm_lr = 1e-4
 spectral_lr = 1e-3
-# IMSE's code bank on the stem's tokens (the first features, before any adapted layer).
-code_bank = dict(feature_module='backbone.stem', full_batch_size=1,
+# IMSE's code bank on the stem's feature maps (the first features, before any adapted layer; B x C x H x W).
+code_bank = dict(feature_module='backbone.stem', channel_dim=1, full_batch_size=1,
                  retrieval=dict(type='TopOneRetrieval'), refresh_entries=True)
 
 source = dict(type='Source')

@@ -1,0 +1,47 @@
+"""The package's requirements are ranges that the pinned stack satisfies (issue 20, installation)."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def setup_lists() -> dict[str, list[str]]:
+    tree = ast.parse((REPO / 'setup.py').read_text())
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+            if isinstance(node, ast.Assign) and node.targets[0].id.endswith('_REQUIRES')}
+
+
+def pinned() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / 'requirements.txt').read_text().splitlines():
+        if line.strip() and not line.startswith('#'):
+            requirement = Requirement(line)
+            pins[requirement.name.lower()] = str(requirement.specifier).removeprefix('==')
+    return pins
+
+
+def test_requirements_are_ranges_that_the_pins_satisfy() -> None:
+    pins = pinned()
+    for name, entries in setup_lists().items():
+        for entry in entries:
+            requirement = Requirement(entry)
+            assert not any(spec.operator == '==' for spec in requirement.specifier), f'{entry} is an exact pin'
+            version = pins.get(requirement.name.lower())
+            assert version is not None, f'{requirement.name} ({name}) is not pinned in requirements.txt'
+            assert requirement.specifier.contains(version), f'the pin {version} is outside {entry}'
+
+
+def test_installing_into_the_pinned_environment_changes_nothing_else() -> None:
+    result = subprocess.run([sys.executable, '-m', 'pip', 'install', '--dry-run', '--no-index',
+                             '--no-build-isolation', '--quiet', '--report', '-',
+                             str(REPO)], capture_output=True, text=True, cwd=REPO, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert [item['metadata']['name'] for item in report['install']] == ['imse_seg']

@@ -445,3 +445,12 @@ def test_script_exit_status_and_message(tiny_a, tmp_path):
 def test_convert_checkpoint_raises_conversion_error(tmp_path):
     with pytest.raises(ConversionError, match='does not exist'):
         convert_checkpoint(tmp_path / 'missing.pth', tmp_path / 'out.pth')
+
+
+def test_cli_names_the_widths_and_depths_it_converted(tmp_path, capsys):
+    directory = tmp_path / 'hf'
+    make_hf_model(TINY_B).save_pretrained(directory)
+    assert run_cli(directory, tmp_path / 'converted.pth') == 0
+    out = capsys.readouterr().out
+    assert 'segformer_mit-b5_hf.py (its LayerNorm eps) with the converted widths and depths' in out
+    assert 'embed_dims=16, num_layers=[2, 1, 3, 2]' in out and 'channels=24, num_classes=19' in out

@@ -33,13 +33,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+B5 = dict(embed_dims=64, num_layers=[3, 6, 40, 3], in_channels=[64, 128, 320, 512], channels=768)
+
+
+def segformer_sizes(state_dict: dict) -> dict:
+    """Widths and depths of a converted SegFormer state dict, in the model config's terms."""
+    stages = sorted({int(key.split('.')[2]) for key in state_dict if key.startswith('backbone.layers.')})
+    widths = [state_dict[f'backbone.layers.{i}.0.projection.weight'].shape[0] for i in stages]
+    depths = [1 + max(int(key.split('.')[4]) for key in state_dict if key.startswith(f'backbone.layers.{i}.1.'))
+              for i in stages]
+    return dict(embed_dims=widths[0], num_layers=depths, in_channels=widths,
+                channels=state_dict['decode_head.linear_projections.0.weight'].shape[0])
+
+
 def convert_segformer(args: argparse.Namespace) -> None:
     checkpoint = convert_checkpoint(args.src, args.dst, args.format)
     source = checkpoint['meta']['converted_from']
     classes = checkpoint['meta']['dataset_meta']['classes']
     print(f'converted {args.src} ({source["format"]}, {source["naming"]} key names): '
           f'{len(checkpoint["state_dict"])} tensors, {len(classes)} classes -> {args.dst}')
-    print(f'model config with the matching LayerNorm eps: {CONFIGS[source["format"]]}')
+    sizes = segformer_sizes(checkpoint['state_dict'])
+    config = CONFIGS[source['format']]
+    if sizes == B5:
+        print(f'model config with the matching LayerNorm eps: {config}')
+        return
+    print(f'model config: {config} (its LayerNorm eps) with the converted widths and depths:\n'
+          f'model = dict(backbone=dict(embed_dims={sizes["embed_dims"]}, num_layers={sizes["num_layers"]}), '
+          f'decode_head=dict(in_channels={sizes["in_channels"]}, channels={sizes["channels"]}, '
+          f'num_classes={len(classes)}))')
 
 
 def convert_efficientvit_file(args: argparse.Namespace) -> None:

@@ -64,3 +64,13 @@ cotta_published = dict(cotta, reset_each_segment=True)
 imse_stag_no_diversity = dict(imse_stag, objective=dict(entropy=imse_stag['objective']['entropy'],
                                                         stag=imse_stag['objective']['stag']))
 imse_stag_no_retrieval = dict(imse_stag, code_bank=None)
+
+# --- Baselines of issue 17 (docs/baselines.md) ---
+# BN statistics adaptation, no gradient: every BatchNorm layer normalises with the test batch's moments
+# (`bn_stats`, the "BN adapt" row of CTTA tables) or with Schneider et al. 2020's blend of source and test
+# moments, weight 0.1 on the test image (`bn_stats_blend`; the best weight of issue 16's EfficientViT-B0
+# measurement, not re-tuned here). SegFormer's backbone normalises with LayerNorm, which has no running
+# moments: only the decode head's fusion ConvModule has a BatchNorm, so these move little on SegFormer;
+# they are the first rows on BatchNorm models.
+bn_stats = dict(type='NormStatisticsAdaptation', statistics=dict(type='TestStatistics'))
+bn_stats_blend = dict(type='NormStatisticsAdaptation', statistics=dict(type='BlendedStatistics', weight=0.1))

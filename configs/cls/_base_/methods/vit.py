@@ -42,3 +42,9 @@ imse = dict(
 imse_stag = dict(
     imse,
     objective=dict(imse['objective'], stag=dict(type='StagTerm', weight=1.0, classifier='head')))
+
+# --- Baselines of issue 17 (docs/baselines.md) ---
+# BN statistics adaptation (NormStatisticsAdaptation) needs BatchNorm layers; a ViT normalises with LayerNorm
+# only, which has no running moments, so there is no `bn_stats` for it (the method refuses such a model). It
+# runs on the classification path for BatchNorm models, e.g. method = dict(type='NormStatisticsAdaptation',
+# statistics=dict(type='TestStatistics')).

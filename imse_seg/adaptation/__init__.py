@@ -9,8 +9,9 @@ from .method import AdaptationMethod, Forward, ValidRegion, clone_state
 from .norm_statistics import NormStatisticsAdaptation, apply_norm_statistics
 from .objective_terms import AdaptationContext, build_objective
 from .parameters import AllParameters, NormParameters, ParameterSelection, SpectralParameters
+from .sar import SAR
 from .source import Source
 
 __all__ = ['AdaptationContext', 'AdaptationMethod', 'AllParameters', 'DivergenceGuard', 'EntropyAdaptation',
-           'Forward', 'GuardEvent', 'NormParameters', 'NormStatisticsAdaptation', 'ParameterSelection', 'Source',
-           'SpectralParameters', 'ValidRegion', 'apply_norm_statistics', 'build_objective', 'clone_state']
+           'Forward', 'GuardEvent', 'NormParameters', 'NormStatisticsAdaptation', 'ParameterSelection', 'SAR',
+           'Source', 'SpectralParameters', 'ValidRegion', 'apply_norm_statistics', 'build_objective', 'clone_state']

@@ -74,3 +74,14 @@ imse_stag_no_retrieval = dict(imse_stag, code_bank=None)
 # they are the first rows on BatchNorm models.
 bn_stats = dict(type='NormStatisticsAdaptation', statistics=dict(type='TestStatistics'))
 bn_stats_blend = dict(type='NormStatisticsAdaptation', statistics=dict(type='BlendedStatistics', weight=0.1))
+# SAR (mr-eggplant/SAR sar.py, main.py): norm affines, reliable entropy e0 = 0.4 ln K, SAM rho 0.05 around SGD
+# momentum 0.9, recovery when the loss average falls below 0.2. The official parameter choice leaves out the
+# top of the network (ResNet layer4, ViT-B blocks 9-11 and the final norm); here, likewise, the last stage
+# (layers.3, as IMSE's trained stages) and the decode head. BatchNorm normalises with test moments as in
+# sar.configure_model. The learning rate is the official ViT-B rule, 0.001 / 64 x batch size, at batch 1.
+sar = dict(
+    type='SAR',
+    parameters=dict(type='NormParameters', exclude=['backbone.layers.3.*', 'decode_head.*'],
+                    statistics=dict(type='TestStatistics')),
+    optimizer=dict(type='SGD', lr=0.001 / 64, momentum=0.9),
+    margin=0.4, sam_rho=0.05, reset_constant=0.2)

@@ -48,3 +48,12 @@ imse_stag = dict(
 # only, which has no running moments, so there is no `bn_stats` for it (the method refuses such a model). It
 # runs on the classification path for BatchNorm models, e.g. method = dict(type='NormStatisticsAdaptation',
 # statistics=dict(type='TestStatistics')).
+# SAR (mr-eggplant/SAR sar.py, main.py): norm affines except the last three blocks and the final norm
+# (sar.collect_params: ViT-B blocks 9-11 and `norm`; here `diversity_blocks`, the last three of the demo's six),
+# reliable entropy e0 = 0.4 ln K, SAM rho 0.05 around SGD momentum 0.9 at lr 0.001 / 64 x batch size: here
+# for the demo's batch 32 (the official ViT-B run, batch 64, has 1e-3), recovery below 0.2.
+sar = dict(
+    type='SAR',
+    parameters=dict(type='NormParameters', exclude=diversity_blocks + ['norm']),
+    optimizer=dict(type='SGD', lr=0.001 / 64 * 32, momentum=0.9),
+    margin=margin, sam_rho=0.05, reset_constant=0.2)

@@ -11,7 +11,9 @@ from .objective_terms import AdaptationContext, build_objective
 from .parameters import AllParameters, NormParameters, ParameterSelection, SpectralParameters
 from .sar import SAR
 from .source import Source
+from .vida import ViDA
 
 __all__ = ['AdaptationContext', 'AdaptationMethod', 'AllParameters', 'DivergenceGuard', 'EntropyAdaptation',
            'Forward', 'GuardEvent', 'NormParameters', 'NormStatisticsAdaptation', 'ParameterSelection', 'SAR',
-           'Source', 'SpectralParameters', 'ValidRegion', 'apply_norm_statistics', 'build_objective', 'clone_state']
+           'Source', 'SpectralParameters', 'ValidRegion', 'ViDA', 'apply_norm_statistics', 'build_objective',
+           'clone_state']

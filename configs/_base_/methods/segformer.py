@@ -85,3 +85,16 @@ sar = dict(
                     statistics=dict(type='TestStatistics')),
     optimizer=dict(type='SGD', lr=0.001 / 64, momentum=0.9),
     margin=0.4, sam_rho=0.05, reset_constant=0.2)
+# ViDA (Yangsenqiao/vida imagenet/vida.py; no public segmentation code): ranks 1 and 128 (imagenet/conf.py),
+# beside the Mix-FFN's two 1x1 convs of every block (nn.MultiheadAttention reads its projections' weights
+# directly, so no module-level adapter can sit beside them); every parameter trains (official
+# collect_params), Adam as in the segmentation CTTA code of methods.md 3 at the full-model rate of CoTTA
+# here, adapters at a tenth of it (cifar/cfgs/cifar10/vida.yaml: 1e-4 and 1e-5); teacher EMA 0.999 and
+# adapter EMA 0.8, 10 views, uncertainty threshold 0.2 (imagenet/cfgs/vit/vida.yaml, conf.py). Not tuned.
+vida = dict(
+    type='ViDA',
+    targets=['backbone.layers.*.1.*.ffn.layers.0', 'backbone.layers.*.1.*.ffn.layers.4'],
+    low_rank=1, high_rank=128,
+    optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)), adapter_lr=norm_lr / 10,
+    views=dict(type='RandomViews', num_views=10),
+    uncertainty_threshold=0.2, teacher_momentum=0.999, adapter_momentum=0.8)

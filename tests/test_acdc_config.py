@@ -34,5 +34,6 @@ def test_protocol_settings(config) -> None:
     resize = next(t for t in cfg.test_dataloader.dataset.pipeline if t['type'] == 'Resize')
     assert resize['scale'] == (960, 540) and resize['keep_ratio']
     (hook,) = [h for h in cfg.custom_hooks if h['type'] == 'AdaptationSetupHook']
-    assert hook['method']['type'] in ('Source', 'EntropyAdaptation', 'CoTTA')
+    assert hook['method']['type'] in ('Source', 'EntropyAdaptation', 'CoTTA', 'NormStatisticsAdaptation', 'SAR',
+                                      'ViDA')
     assert hook['method'].get('reset_each_segment', False) == config.endswith('_published.py')

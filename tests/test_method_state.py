@@ -10,6 +10,7 @@ from torch import nn
 
 from imse_seg.adaptation import AdaptationMethod, EntropyAdaptation
 from imse_seg.seg.adaptation import CoTTA
+from exact import assert_same
 
 
 def small_model() -> nn.Module:
@@ -17,13 +18,15 @@ def small_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 4, 1))
 
 
-def assert_resumes_exactly(build: Callable[[], AdaptationMethod]) -> None:
+def assert_resumes_exactly(build: Callable[[], AdaptationMethod],
+                           make_model: Callable[[], nn.Module] = small_model) -> None:
     """Adapt 3 batches; save after 2 into a file; a fresh method loading it must give the same batch 3."""
     torch.manual_seed(1)
     batches = [torch.randn(2, 3, 8, 8) for _ in range(3)]
-    source = small_model()
+    source = make_model()
     model, method = copy.deepcopy(source), build()
     method.setup(model, lambda m, x: m(x))
+    set_up = {name: value.clone() for name, value in model.state_dict().items()}
     for inputs in batches[:2]:
         method.adapt(model, inputs)
     buffer = io.BytesIO()
@@ -39,7 +42,8 @@ def assert_resumes_exactly(build: Callable[[], AdaptationMethod]) -> None:
     assert torch.equal(resumed.adapt(resumed_model, batches[2]), expected)
     for name, value in model.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[name], value), name
-    moved = [name for name, value in model.state_dict().items() if not torch.equal(source.state_dict()[name], value)]
+    assert_same(resumed.state_dict(), method.state_dict())
+    moved = [name for name, value in model.state_dict().items() if not torch.equal(set_up[name], value)]
     assert moved, 'the method did not adapt anything'
 
 

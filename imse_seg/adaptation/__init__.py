@@ -6,10 +6,14 @@ No mmseg or timm here: a task adapter (segmentation in :mod:`imse_seg.seg`, clas
 from .entropy_adaptation import EntropyAdaptation
 from .guard import DivergenceGuard, GuardEvent
 from .method import AdaptationMethod, Forward, ValidRegion, clone_state
+from .norm_statistics import NormStatisticsAdaptation, apply_norm_statistics
 from .objective_terms import AdaptationContext, build_objective
 from .parameters import AllParameters, NormParameters, ParameterSelection, SpectralParameters
+from .sar import SAR
 from .source import Source
+from .vida import ViDA
 
 __all__ = ['AdaptationContext', 'AdaptationMethod', 'AllParameters', 'DivergenceGuard', 'EntropyAdaptation',
-           'Forward', 'GuardEvent', 'NormParameters', 'ParameterSelection', 'Source', 'SpectralParameters',
-           'ValidRegion', 'build_objective', 'clone_state']
+           'Forward', 'GuardEvent', 'NormParameters', 'NormStatisticsAdaptation', 'ParameterSelection', 'SAR',
+           'Source', 'SpectralParameters', 'ValidRegion', 'ViDA', 'apply_norm_statistics', 'build_objective',
+           'clone_state']

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from imse_seg.core.code_bank import MixtureRetrieval, NewDomainRule, SpectralCodeBank, TopOneRetrieval
 from imse_seg.core.domain_stats import ThresholdCalibration
 from imse_seg.core.distributed import average_gradients_across_ranks
+from imse_seg.core.norm_statistics import remove_norm_statistics
 from imse_seg.core.objective import ForwardOutputs
 from imse_seg.core.sam import SAM
 from imse_seg.core.update import closure_step
@@ -39,7 +40,8 @@ class EntropyAdaptation(AdaptationMethod):
     - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
       a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
       timm ViT: ``patch_embed``), or of its B x C x H x W maps with ``channel_dim=1`` (EfficientViT:
-      ``backbone.stem``); None for no bank.
+      ``backbone.stem``); None for no bank. The copy normalises with the source's BatchNorm moments
+      whatever the selection's ``statistics``: test moments would normalise the shift away.
     - ``reset_each_segment``: re-create the optimiser state at every segment start, as the published TENT
       and CoTTA code does at condition changes (it knows the boundaries; a deployed model does not).
 
@@ -81,6 +83,7 @@ class EntropyAdaptation(AdaptationMethod):
         cfg = dict(cfg)
         features = copy.deepcopy(model.get_submodule(cfg.pop('feature_module'))).eval()
         features.requires_grad_(False)
+        remove_norm_statistics(features)  # the bank measures the domain with the source's moments
         for key in ('threshold', 'retrieval', 'new_domain'):
             if isinstance(cfg.get(key), Mapping):
                 cfg[key] = build_adaptation(cfg[key])

@@ -64,3 +64,37 @@ cotta_published = dict(cotta, reset_each_segment=True)
 imse_stag_no_diversity = dict(imse_stag, objective=dict(entropy=imse_stag['objective']['entropy'],
                                                         stag=imse_stag['objective']['stag']))
 imse_stag_no_retrieval = dict(imse_stag, code_bank=None)
+
+# --- Baselines of issue 17 (docs/baselines.md) ---
+# BN statistics adaptation, no gradient: every BatchNorm layer normalises with the test batch's moments
+# (`bn_stats`, the "BN adapt" row of CTTA tables) or with Schneider et al. 2020's blend of source and test
+# moments, weight 0.1 on the test image (`bn_stats_blend`; the best weight of issue 16's EfficientViT-B0
+# measurement, not re-tuned here). SegFormer's backbone normalises with LayerNorm, which has no running
+# moments: only the decode head's fusion ConvModule has a BatchNorm, so these move little on SegFormer;
+# they are the first rows on BatchNorm models.
+bn_stats = dict(type='NormStatisticsAdaptation', statistics=dict(type='TestStatistics'))
+bn_stats_blend = dict(type='NormStatisticsAdaptation', statistics=dict(type='BlendedStatistics', weight=0.1))
+# SAR (mr-eggplant/SAR sar.py, main.py): norm affines, reliable entropy e0 = 0.4 ln K, SAM rho 0.05 around SGD
+# momentum 0.9, recovery when the loss average falls below 0.2. The official parameter choice leaves out the
+# top of the network (ResNet layer4, ViT-B blocks 9-11 and the final norm); here, likewise, the last stage
+# (layers.3, as IMSE's trained stages) and the decode head. BatchNorm normalises with test moments as in
+# sar.configure_model. The learning rate is the official ViT-B rule, 0.001 / 64 x batch size, at batch 1.
+sar = dict(
+    type='SAR',
+    parameters=dict(type='NormParameters', exclude=['backbone.layers.3.*', 'decode_head.*'],
+                    statistics=dict(type='TestStatistics')),
+    optimizer=dict(type='SGD', lr=0.001 / 64, momentum=0.9),
+    margin=0.4, sam_rho=0.05, reset_constant=0.2)
+# ViDA (Yangsenqiao/vida imagenet/vida.py; no public segmentation code): ranks 1 and 128 (imagenet/conf.py),
+# beside the Mix-FFN's two 1x1 convs of every block (nn.MultiheadAttention reads its projections' weights
+# directly, so no module-level adapter can sit beside them); every parameter trains (official
+# collect_params), Adam as in the segmentation CTTA code of methods.md 3 at the full-model rate of CoTTA
+# here, adapters at a tenth of it (cifar/cfgs/cifar10/vida.yaml: 1e-4 and 1e-5); teacher EMA 0.999 and
+# adapter EMA 0.8, 10 views, uncertainty threshold 0.2 (imagenet/cfgs/vit/vida.yaml, conf.py). Not tuned.
+vida = dict(
+    type='ViDA',
+    targets=['backbone.layers.*.1.*.ffn.layers.0', 'backbone.layers.*.1.*.ffn.layers.4'],
+    low_rank=1, high_rank=128,
+    optimizer=dict(type='Adam', lr=norm_lr, betas=(0.9, 0.999)), adapter_lr=norm_lr / 10,
+    views=dict(type='RandomViews', num_views=10),
+    uncertainty_threshold=0.2, teacher_momentum=0.999, adapter_momentum=0.8)

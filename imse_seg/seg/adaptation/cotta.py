@@ -31,13 +31,15 @@ class CoTTA(AdaptationMethod):
     mode) takes one step on the soft cross-entropy to it; the teacher follows by EMA (``ema``) and each
     student weight element returns to its source value with probability ``restore_probability``.
     ``reset_each_segment`` re-creates the optimiser state at segment starts, as the published code does at
-    condition changes (teacher and anchor persist).
+    condition changes (teacher and anchor persist). ``statistics``: the BatchNorm moments of student,
+    teacher and anchor alike (:mod:`imse_seg.adaptation.norm_statistics`; None: the source's).
     """
 
     def __init__(self, optimizer: Mapping, scales: Sequence[float] = COTTA_SCALES, flip: bool = True,
                  confidence: float = 0.69, ema: float = 0.999, restore_probability: float = 0.01,
-                 reset_each_segment: bool = False, seed: int = 0) -> None:
+                 reset_each_segment: bool = False, seed: int = 0, statistics: Mapping | None = None) -> None:
         self.optimizer_cfg = dict(optimizer)
+        self.statistics = None if statistics is None else dict(statistics)
         self.scales = tuple(scales)
         self.flip = flip
         self.confidence = confidence
@@ -48,7 +50,7 @@ class CoTTA(AdaptationMethod):
 
     def setup(self, segmentor: nn.Module, forward: Forward) -> None:
         super().setup(segmentor, forward)
-        self.params = AllParameters()(segmentor).params
+        self.params = AllParameters(self.statistics)(segmentor).params
         self.source_state = {name: p.detach().clone() for name, p in segmentor.named_parameters()}
         self.teacher = copy.deepcopy(segmentor).requires_grad_(False)
         self.anchor = copy.deepcopy(segmentor).requires_grad_(False)

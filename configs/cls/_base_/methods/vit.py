@@ -42,3 +42,29 @@ imse = dict(
 imse_stag = dict(
     imse,
     objective=dict(imse['objective'], stag=dict(type='StagTerm', weight=1.0, classifier='head')))
+
+# --- Baselines of issue 17 (docs/baselines.md) ---
+# BN statistics adaptation (NormStatisticsAdaptation) needs BatchNorm layers; a ViT normalises with LayerNorm
+# only, which has no running moments, so there is no `bn_stats` for it (the method refuses such a model). It
+# runs on the classification path for BatchNorm models, e.g. method = dict(type='NormStatisticsAdaptation',
+# statistics=dict(type='TestStatistics')).
+# SAR (mr-eggplant/SAR sar.py, main.py): norm affines except the last three blocks and the final norm
+# (sar.collect_params: ViT-B blocks 9-11 and `norm`; here `diversity_blocks`, the last three of the demo's six),
+# reliable entropy e0 = 0.4 ln K, SAM rho 0.05 around SGD momentum 0.9 at lr 0.001 / 64 x batch size: here
+# for the demo's batch 32 (the official ViT-B run, batch 64, has 1e-3), recovery below 0.2.
+sar = dict(
+    type='SAR',
+    parameters=dict(type='NormParameters', exclude=diversity_blocks + ['norm']),
+    optimizer=dict(type='SGD', lr=0.001 / 64 * 32, momentum=0.9),
+    margin=margin, sam_rho=0.05, reset_constant=0.2)
+# ViDA (Yangsenqiao/vida imagenet/vida.py, inject_vida.py, conf.py, cfgs/vit/vida.yaml): adapters of ranks 1
+# and 128 beside the Linear layers of every attention (qkv, proj); every parameter trains, SGD (nesterov,
+# momentum 0.9) at 5e-7, adapters at 2e-7; teacher EMA 0.999, adapter EMA 0.8; 10 views; uncertainty
+# threshold 0.2 (the --unc_thr default); official values for ViT-B on ImageNet-C at batch 50.
+vida = dict(
+    type='ViDA',
+    targets=['blocks.*.attn.qkv', 'blocks.*.attn.proj'],
+    low_rank=1, high_rank=128,
+    optimizer=dict(type='SGD', lr=5e-7, momentum=0.9, dampening=0.0, nesterov=True), adapter_lr=2e-7,
+    views=dict(type='RandomViews', num_views=10),
+    uncertainty_threshold=0.2, teacher_momentum=0.999, adapter_momentum=0.8)

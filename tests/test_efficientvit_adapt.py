@@ -61,6 +61,12 @@ def test_every_method_runs_and_adapts(checkpoint, tmp_path, method) -> None:
     if method == 'source':
         assert not adapted
         return
+    if METHODS[method]['type'] == 'NormStatisticsAdaptation':   # no gradient: the predictions must move
+        assert not adapted
+        source_run = adapted_runner('source', checkpoint, tmp_path / 'source')
+        mine, theirs = (json.loads((d / 'results.jsonl').read_text()) for d in (tmp_path, tmp_path / 'source'))
+        assert source_run is not runner and mine['metrics'] != theirs['metrics']
+        return
     assert adapted, f'{method} adapts no parameter'
     names = {id(p): n for n, p in model.named_parameters()}
     moved = [names[id(p)] for p in adapted if names[id(p)] in source and not torch.equal(p, source[names[id(p)]])]

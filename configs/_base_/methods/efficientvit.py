@@ -52,3 +52,30 @@ imse_stag = dict(
     code_bank=code_bank)
 # CoTTA as its segmentation code runs it: 14 teacher views, anchor confidence 0.69, EMA 0.999, restore 0.01.
 cotta = dict(type='CoTTA', optimizer=dict(type='Adam', lr=norm_lr / 10, betas=(0.9, 0.999)))
+# BN statistics adaptation, no gradient (the first row of CTTA tables): every BatchNorm layer normalises
+# with the test image's moments (`bn_stats`) or with Schneider et al. 2020's blend of source and test
+# moments (`bn_stats_blend`, weight on the test image chosen on the tuning stream, docs/efficientvit.md).
+bn_stats = dict(type='NormStatisticsAdaptation', statistics=dict(type='TestStatistics'))
+bn_stats_blend = dict(type='NormStatisticsAdaptation', statistics=dict(type='BlendedStatistics', weight=0.1))
+# SAR (mr-eggplant/SAR sar.py): norm affines, reliable entropy e0 = 0.4 ln K, SAM rho 0.05 around SGD
+# momentum 0.9, recovery when the loss average falls below 0.2; the top of the network (the last stage and
+# the head) left out as the official code leaves out ViT-B's last blocks; BatchNorm with test moments as in
+# sar.configure_model; lr by the official rule 0.001 / 64 x batch size.
+sar = dict(
+    type='SAR',
+    parameters=dict(type='NormParameters', exclude=['backbone.stages.3.*', 'decode_head.*'],
+                    statistics=dict(type='TestStatistics')),
+    optimizer=dict(type='SGD', lr=0.001 / 64, momentum=0.9),
+    margin=0.4, sam_rho=0.05, reset_constant=0.2)
+# ViDA (Yangsenqiao/vida imagenet/vida.py; no public segmentation code): adapters of ranks 1 and 128 beside
+# the dense 1x1 convs of the attention stages (qkv, proj, MBConv expansion and projection), every parameter
+# trains, adapters at a tenth of the model's rate (cifar/cfgs/cifar10/vida.yaml's ratio), teacher EMA 0.999,
+# adapter EMA 0.8, 10 views, uncertainty threshold 0.2 (imagenet/cfgs/vit/vida.yaml, conf.py).
+vida = dict(
+    type='ViDA',
+    targets=['backbone.stages.[23].*.expand.conv', 'backbone.stages.[23].*.project.conv',
+             'backbone.stages.[23].*.attention.qkv', 'backbone.stages.[23].*.attention.proj.conv'],
+    low_rank=1, high_rank=128,
+    optimizer=dict(type='Adam', lr=norm_lr / 10, betas=(0.9, 0.999)), adapter_lr=norm_lr / 100,
+    views=dict(type='RandomViews', num_views=10),
+    uncertainty_threshold=0.2, teacher_momentum=0.999, adapter_momentum=0.8)

@@ -24,12 +24,15 @@ COTTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 class CoTTA(AdaptationMethod):
     """Mean teacher with augmentation-averaged pseudo-labels and stochastic restore.
 
-    Per batch: the frozen source ("anchor") model predicts the plain view; the teacher predicts
+    Per batch, with the student, teacher and anchor all in eval mode as in the official segmentation code
+    (qinenergy/cotta, ``acdc-submission/mmseg/apis/test.py``, ``single_gpu_cotta``: dropout, drop-path and
+    BatchNorm in inference behaviour, so the anchor never moves and the teacher's predictions are
+    deterministic): the frozen source ("anchor") model predicts the plain view; the teacher predicts
     ``scales`` x (no flip, flip) views (14 by default); where the anchor's max probability exceeds
     ``confidence`` the teacher's plain-view probabilities are kept, elsewhere the view average. That map
-    is the scored prediction and the student's target: the student (all parameters, the model kept in eval
-    mode) takes one step on the soft cross-entropy to it; the teacher follows by EMA (``ema``) and each
-    student weight element returns to its source value with probability ``restore_probability``.
+    is the scored prediction and the student's target: the student (all parameters) takes one step on the
+    soft cross-entropy to it; the teacher follows by EMA (``ema``) and each student weight element returns
+    to its source value with probability ``restore_probability``.
     ``reset_each_segment`` re-creates the optimiser state at segment starts, as the published code does at
     condition changes (teacher and anchor persist).
     """
@@ -50,8 +53,10 @@ class CoTTA(AdaptationMethod):
         super().setup(segmentor, forward)
         self.params = AllParameters()(segmentor).params
         self.source_state = {name: p.detach().clone() for name, p in segmentor.named_parameters()}
-        self.teacher = copy.deepcopy(segmentor).requires_grad_(False)
-        self.anchor = copy.deepcopy(segmentor).requires_grad_(False)
+        # Copies of a model the runner still holds in train mode: they are not its submodules, so nothing
+        # but this method ever switches them.
+        self.teacher = copy.deepcopy(segmentor).requires_grad_(False).eval()
+        self.anchor = copy.deepcopy(segmentor).requires_grad_(False).eval()
         cfg = dict(self.optimizer_cfg)
         self.optimizer = OPTIMIZERS.get(cfg.pop('type'))(self.params, **cfg)
         average_gradients_across_ranks(self.params)
@@ -61,6 +66,8 @@ class CoTTA(AdaptationMethod):
             self.optimizer.state.clear()
 
     def adapt(self, segmentor: nn.Module, inputs: Tensor, valid: ValidRegion | None = None) -> Tensor:
+        for model in (segmentor, self.teacher, self.anchor):
+            model.eval()
         with torch.no_grad():
             anchor = self.forward(self.anchor, inputs).softmax(dim=1)
             averaged, plain = multi_view_probabilities(lambda x: self.forward(self.teacher, x), inputs,

@@ -103,7 +103,8 @@ class EntropyAdaptation(AdaptationMethod):
             first.setdefault('logits', logits.detach())
             loss, parts = self.objective(ForwardOutputs(
                 logits, valid=None if valid is None else valid(logits),
-                features=self.context.classifier_input.pop('features', None)))
+                features=self.context.classifier_input.pop('features', None),
+                input_size=tuple(inputs.shape[-2:])))
             first.setdefault('parts', parts)
             return loss
 

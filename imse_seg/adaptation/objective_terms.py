@@ -38,9 +38,10 @@ def EntropyTerm(context: AdaptationContext, margin: float | None = None) -> Entr
 
 
 @ADAPTATION.register_module()
-def SelfTrainingTerm(context: AdaptationContext) -> SelfTrainingLoss:
-    """Cross-entropy to the model's own arg-max (the CoTTA paper's TENT variant)."""
-    return SelfTrainingLoss()
+def SelfTrainingTerm(context: AdaptationContext, input_resolution: bool = True) -> SelfTrainingLoss:
+    """Cross-entropy to the model's own arg-max (the CoTTA paper's TENT variant), by default at the input's
+    resolution as the official code (see :class:`~imse_seg.core.objective.SelfTrainingLoss`)."""
+    return SelfTrainingLoss(input_resolution)
 
 
 @ADAPTATION.register_module()

@@ -34,11 +34,13 @@ class ForwardOutputs:
 
     ``logits``: B x K or B x K x H x W. ``valid``: bool mask shaped like the logits without dim 1 (padding
     and ignore-index pixels False; None = all count). ``features``: the classifier's input, B x D [x H x W],
-    needed only by the STAG readings that use it.
+    needed only by the STAG readings that use it. ``input_size``: the model input's H x W, for the terms
+    that upsample segmentation logits to it.
     """
     logits: Tensor
     valid: Tensor | None = None
     features: Tensor | None = None
+    input_size: tuple[int, int] | None = None
 
 
 class EntropyLoss(nn.Module):
@@ -64,16 +66,38 @@ class EntropyLoss(nn.Module):
 class SelfTrainingLoss(nn.Module):
     """Cross-entropy to the model's own arg-max prediction, over valid samples or pixels.
 
-    The TENT variant the CoTTA paper runs for segmentation (its "TENT" student loss): the gradient with
-    respect to the logits is ``p - onehot(argmax p)``; the pseudo-label is not differentiated.
+    The TENT variant the CoTTA paper runs for segmentation (its "TENT" student loss). Official code
+    (qinenergy/cotta, ``acdc-submission/mmseg/apis/test.py``, ``single_gpu_tent``): the pseudo-label is the
+    prediction at full resolution and mmseg's decode-head loss upsamples the logits to it, so by default
+    (``input_resolution=True``) segmentation logits are upsampled (bilinear, ``align_corners=False`` as
+    SegFormer's head) to ``ForwardOutputs.input_size`` first and the arg-max is taken there; ``valid`` is
+    upsampled with them (nearest). ``input_resolution=False`` works at the head's resolution (the toolkit's
+    earlier loss; a quarter of SegFormer's input per side). Classification logits (B x K) are used as they
+    are. The gradient with respect to the (upsampled) logits is ``p - onehot(argmax p)``; the pseudo-label is
+    not differentiated.
     """
 
+    def __init__(self, input_resolution: bool = True) -> None:
+        super().__init__()
+        self.input_resolution = input_resolution
+
+    def extra_repr(self) -> str:
+        return f'input_resolution={self.input_resolution}'
+
     def forward(self, outputs: ForwardOutputs) -> Tensor:
-        logits = outputs.logits
+        logits, valid = outputs.logits, outputs.valid
         check_logits(logits)
-        check_valid(outputs.valid, logits)
+        check_valid(valid, logits)
+        if self.input_resolution and logits.dim() == 4:
+            if outputs.input_size is None:
+                raise ValueError('SelfTrainingLoss(input_resolution=True) needs ForwardOutputs.input_size to '
+                                 'upsample segmentation logits')
+            size = tuple(outputs.input_size)
+            logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+            if valid is not None:
+                valid = F.interpolate(valid[:, None].float(), size=size, mode='nearest')[:, 0].bool()
         pseudo = logits.detach().argmax(dim=1)
-        return masked_mean(F.cross_entropy(logits, pseudo, reduction='none'), outputs.valid)
+        return masked_mean(F.cross_entropy(logits, pseudo, reduction='none'), valid)
 
 
 class DiversityLoss(nn.Module):

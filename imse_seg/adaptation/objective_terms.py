@@ -32,9 +32,15 @@ class AdaptationContext:
 
 
 @ADAPTATION.register_module()
-def EntropyTerm(context: AdaptationContext, margin: float | None = None) -> EntropyLoss:
-    """Mean entropy (TENT, ``margin=None``) or reliable entropy with ``e0 = margin ln K`` (SAR/IMSE)."""
-    return EntropyLoss(margin)
+def EntropyTerm(context: AdaptationContext, margin: float | None = None,
+                keep_first_selection: bool = True) -> EntropyLoss:
+    """Mean entropy (TENT, ``margin=None``) or reliable entropy with ``e0 = margin ln K`` (SAR/IMSE).
+
+    ``keep_first_selection`` (reliable entropy under SAM): the second forward counts only the samples that
+    were reliable in the first (official SAR/IMSE, default) or re-selects from scratch (False); see
+    :class:`~imse_seg.core.objective.EntropyLoss`.
+    """
+    return EntropyLoss(margin, keep_first_selection)
 
 
 @ADAPTATION.register_module()

@@ -239,3 +239,27 @@ def test_unsupported_layer_is_an_error() -> None:
         spectralize(model, '*')
     with pytest.raises(TypeError, match='1: ReLU is not a supported linear layer'):
         spectralize(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), ['0', '1'])
+
+
+def test_edit_through_data_is_never_read_stale() -> None:
+    """Issue 17 fix 6: EMA code writes ``s.data[:] = ...``, which bumps no version of ``s``; the cached
+    weight of a frozen or no-grad read must still be the composition of the values now in ``s``."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5))
+    (layer,) = spectralize(model, '0')
+    x = torch.randn(3, 6)
+    s = layer.singular_values
+    for frozen in (False, True):
+        s.requires_grad_(not frozen)
+        with torch.no_grad():
+            model(x)  # composes and caches
+            version = s._version
+            s.data[:] = s.data * torch.linspace(0.5, 1.5, s.numel())
+            assert s._version == version  # the edit is invisible to the version counter
+            expected = F.linear(x, layer.weight.compose(), model[0].bias)
+            torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+            torch.testing.assert_close(model[0].weight, layer.weight.compose(), rtol=0, atol=0)
+        if frozen:  # a frozen s is read through the cache with gradients on as well
+            s.data.mul_(2.0)
+            torch.testing.assert_close(model(x), F.linear(x, layer.weight.compose(), model[0].bias),
+                                       rtol=0, atol=0)

@@ -3,14 +3,18 @@ segmentation code (qinenergy/cotta, acdc-submission) has them, and its copies' m
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.hooks import Hook
 from torch import nn
 
 from acdc_fixture import TINY_SEGMENTOR, write_acdc_tree, write_config, write_tiny_checkpoint
+from imse_seg.core.mean_teacher import (confident_or_averaged, ema_update, multi_view_probabilities,
+                                        stochastic_restore)
 from imse_seg.seg.adaptation import CoTTA, segmentor_logits
 
 
@@ -25,6 +29,107 @@ def tiny_segmentor(**test_cfg) -> nn.Module:
 
 def images(height: int = 64, width: int = 96, seed: int = 1) -> torch.Tensor:
     return torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+# --- the mean teacher's pieces (imse_seg.core.mean_teacher) -------------------------------------------
+
+class Pair(nn.Module):
+    def __init__(self, a: list[float], b: list[float]) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+        self.b = nn.Parameter(torch.tensor(b))
+        self.register_buffer('count', torch.tensor([5.0]))
+
+
+def test_ema_update_moves_the_teacher_a_tenth_of_the_way_at_momentum_0_9() -> None:
+    teacher, student = Pair([1.0, 2.0], [-1.0]), Pair([3.0, 4.0], [1.0])
+    student.count.fill_(9.0)
+    ema_update(teacher, student, momentum=0.9)
+    # t <- 0.9 t + 0.1 s: 0.9 * 1 + 0.1 * 3 = 1.2, 0.9 * 2 + 0.1 * 4 = 2.2, -0.9 + 0.1 = -0.8
+    torch.testing.assert_close(teacher.a.detach(), torch.tensor([1.2, 2.2]))
+    torch.testing.assert_close(teacher.b.detach(), torch.tensor([-0.8]))
+    assert teacher.count.item() == 5.0  # buffers are not averaged
+    torch.testing.assert_close(student.a.detach(), torch.tensor([3.0, 4.0]))
+
+
+def test_stochastic_restore_resets_each_element_to_its_source_value_at_the_given_rate() -> None:
+    n, probability = 200_000, 0.01
+    model = nn.Linear(n // 100, 100)
+    frozen = nn.Parameter(torch.ones(3), requires_grad=False)
+    model.register_parameter('frozen', frozen)
+    source = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(1.0)
+    stochastic_restore(model, source, probability, torch.Generator().manual_seed(7))
+    weight = model.weight.detach()
+    restored = weight == 0.0
+    assert bool((restored | (weight == 1.0)).all())  # an element is either the source's or untouched
+    rate = restored.float().mean().item()
+    sigma = math.sqrt(probability * (1 - probability) / n)
+    assert abs(rate - probability) < 5 * sigma, rate
+    # the element-wise draws are those of the generator, in parameter order (weight, then bias)
+    draws = torch.rand(weight.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(restored, draws < probability)
+    assert torch.equal(frozen, torch.ones(3))  # only trainable parameters are restored
+
+
+def ramp(height: int, width: int) -> torch.Tensor:
+    """A position-dependent offset (1 x 2 x H x W), so a prediction is not flip-equivariant."""
+    columns = torch.arange(width, dtype=torch.float64)
+    return torch.stack([columns.expand(height, width), -columns.expand(height, width)])[None]
+
+
+def test_flipped_views_are_flipped_back() -> None:
+    """predict(v) = v + r with a column ramp r: the flipped view gives flip(x) + r, flipped back x + flip(r);
+    the mean over (no flip, flip) is (softmax(x + r) + softmax(x + flip(r))) / 2."""
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    r = ramp(3, 4)
+    calls = []
+
+    def predict(view: torch.Tensor) -> torch.Tensor:
+        calls.append(view.shape)
+        return view + r
+
+    averaged, plain = multi_view_probabilities(predict, x, scales=(1.0,), flip=True)
+    torch.testing.assert_close(plain, (x + r).softmax(dim=1))
+    torch.testing.assert_close(averaged, ((x + r).softmax(dim=1) + (x + r.flip(-1)).softmax(dim=1)) / 2)
+    assert len(calls) == 2
+
+
+def test_scaled_views_are_resized_back_and_flip_false_predicts_each_scale_once() -> None:
+    """A 2 x 2 image at scale 0.5 is one pixel, the mean of the four (bilinear, exact halving); resized back
+    it is that mean everywhere. Two classes: p_0 = sigmoid(z_0 - z_1)."""
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]]]], dtype=torch.float64)
+    calls = []
+
+    def predict(view: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(view.shape[-2:]))
+        return view
+
+    averaged, plain = multi_view_probabilities(predict, x, scales=(0.5, 1.0), flip=False)
+    assert calls == [(2, 2), (1, 1)]  # the plain view, then scale 0.5; no flipped view
+    p0 = (torch.sigmoid(x[0, 0]) + torch.sigmoid(torch.tensor(1.5, dtype=torch.float64))) / 2
+    torch.testing.assert_close(averaged[0], torch.stack([p0, 1 - p0]))
+    torch.testing.assert_close(plain[0, 0], torch.sigmoid(x[0, 0]))
+    calls.clear()
+    multi_view_probabilities(predict, x, scales=(0.5, 1.0), flip=True)
+    assert calls == [(2, 2), (1, 1), (1, 1), (2, 2)]
+
+
+def test_scales_must_include_the_reference_view() -> None:
+    with pytest.raises(ValueError, match=r'the scales \[0\.5, 2\.0\] must include 1\.0'):
+        multi_view_probabilities(lambda v: v, torch.zeros(1, 2, 4, 4), scales=(0.5, 2.0))
+
+
+def test_confident_pixels_keep_the_plain_view_and_the_others_the_average() -> None:
+    """Anchor max probabilities 0.9, 0.69 (not above the threshold) and 0.5 at three pixels."""
+    anchor = torch.tensor([[[[0.9, 0.69, 0.5]], [[0.1, 0.31, 0.5]]]])
+    plain = torch.tensor([[[[1.0, 1.0, 1.0]], [[0.0, 0.0, 0.0]]]])
+    averaged = torch.tensor([[[[0.2, 0.2, 0.2]], [[0.8, 0.8, 0.8]]]])
+    selected = confident_or_averaged(anchor, plain, averaged, threshold=0.69)
+    expected = torch.tensor([[[[1.0, 0.2, 0.2]], [[0.0, 0.8, 0.8]]]])
+    assert torch.equal(selected, expected)
 
 
 # --- the method on a tiny SegFormer ----------------------------------------------------------------
@@ -110,6 +215,22 @@ def test_teacher_views_follow_the_segmentors_slide_test_mode() -> None:
         whole = reference.whole_inference(x, [dict(img_shape=size, ori_shape=size, pad_shape=size)])
     torch.testing.assert_close(scored.exp(), expected, rtol=1e-5, atol=1e-6)
     assert (views[0] - whole.softmax(dim=1)).abs().max() > 1e-3  # slide is not whole here
+
+
+def test_reset_each_segment_clears_the_optimiser_state_and_keeps_the_teacher() -> None:
+    x = images()
+    for reset in (True, False):
+        model = tiny_segmentor()
+        method = CoTTA(optimizer=dict(type='Adam', lr=1e-3), scales=(1.0,), flip=False, ema=0.5,
+                       reset_each_segment=reset)
+        method.setup(model, segmentor_logits)
+        method.adapt(model, x)
+        assert len(method.optimizer.state) > 0
+        teacher = copy.deepcopy(method.teacher.state_dict())
+        method.start_segment('night')
+        assert (len(method.optimizer.state) == 0) == reset
+        for name, value in method.teacher.state_dict().items():
+            assert torch.equal(value, teacher[name]), name
 
 
 # --- through the real Runner -----------------------------------------------------------------------

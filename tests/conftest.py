@@ -1,9 +1,14 @@
-"""Shared test set-up: deterministic, single-threaded torch (the CI machine has 2 cores)."""
-import pytest
-import torch
-from mmengine.registry import init_default_scope
+"""Shared test set-up: this checkout's code (tests/checkout.py), deterministic, single-threaded torch (the
+CI machine has 2 cores)."""
+from checkout import use_this_checkout
 
-import imse_seg  # noqa: F401  (installs the mmcv.ops stand-in before any mmseg import)
+use_this_checkout()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import imse_seg  # noqa: E402,F401  (installs the mmcv.ops stand-in before any mmseg import)
 
 torch.set_num_threads(1)
 init_default_scope('mmseg')

@@ -217,6 +217,40 @@ def test_teacher_views_follow_the_segmentors_slide_test_mode() -> None:
     assert (views[0] - whole.softmax(dim=1)).abs().max() > 1e-3  # slide is not whole here
 
 
+def whole_probabilities(model: nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """mmseg's own whole-image inference of ``x``, softmaxed on the ``size`` grid."""
+    shape = tuple(x.shape[-2:])
+    logits = model.whole_inference(x, [dict(img_shape=shape, ori_shape=shape, pad_shape=shape)])
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+    return logits.softmax(dim=1)
+
+
+def test_scored_map_is_the_plain_view_where_the_anchor_is_confident_and_the_average_elsewhere() -> None:
+    """At the first batch teacher and anchor are the source: with the threshold at the median of the
+    anchor's max probability, half the pixels keep the plain view, the others the mean of the four views."""
+    model = tiny_segmentor().eval()
+    reference = copy.deepcopy(model)
+    x = images()
+    size = (64, 96)
+    with torch.no_grad():
+        plain = whole_probabilities(reference, x, size)
+        small = F.interpolate(x, size=(32, 48), mode='bilinear', align_corners=False)
+        averaged = (plain + whole_probabilities(reference, x.flip(-1), size).flip(-1)
+                    + whole_probabilities(reference, small, size)
+                    + whole_probabilities(reference, small.flip(-1), size).flip(-1)) / 4
+    top = plain.max(dim=1).values
+    threshold = top.median().item()
+    confident = top > threshold
+    assert 0.3 < confident.float().mean().item() < 0.7
+    method = CoTTA(optimizer=dict(type='SGD', lr=0.0), scales=(0.5, 1.0), confidence=threshold)
+    method.setup(model, segmentor_logits)
+    scored = method.adapt(model, x).exp()
+    expected = torch.where(confident[:, None], plain, averaged)
+    torch.testing.assert_close(scored, expected, rtol=1e-5, atol=1e-6)
+    assert (plain - averaged).abs().amax(dim=1).min() > 1e-6  # the two choices differ at every pixel
+
+
 def test_reset_each_segment_clears_the_optimiser_state_and_keeps_the_teacher() -> None:
     x = images()
     for reset in (True, False):

@@ -1,8 +1,13 @@
 """Shared test set-up: this checkout's code (tests/checkout.py), deterministic, single-threaded torch (the
 CI machine has 2 cores)."""
+import os
+
 from checkout import use_this_checkout
 
 use_this_checkout()
+# Subprocesses (tools/adapt.py in the end-to-end tests) single-threaded too: two OpenMP threads per process
+# on a shared 2-core machine made a CoTTA stream several times slower.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

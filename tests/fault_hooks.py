@@ -1,6 +1,10 @@
 """Test hooks that inject faults into a running stream (imported by configs through ``custom_imports``)."""
 from __future__ import annotations
 
+import random
+
+import numpy as np
+import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -29,3 +33,19 @@ class NonFiniteInputHook(Hook):
         if self.handle is not None:
             self.handle.remove()
             self.handle = None
+
+
+@HOOKS.register_module()
+class GlobalRandomInputHook(Hook):
+    """Shift the brightness of every stream image by an offset drawn from the global random generators.
+
+    The offset sums one draw each from torch's, NumPy's and Python's generator, so the stream's results
+    depend on all three states: a stream resumed mid-way matches the uninterrupted one only if the resume
+    restores them (nothing in the tested configs draws from them otherwise).
+    """
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None) -> None:
+        images = data_batch.get('inputs', [])
+        for index, image in enumerate(images):
+            offset = int(torch.randint(-8, 9, ())) + int(np.random.randint(-8, 9)) + random.randint(-8, 8)
+            images[index] = (image.int() + offset).clamp(0, 255).to(image.dtype)

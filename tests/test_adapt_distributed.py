@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from acdc_fixture import REPO, write_acdc_tree, write_config, write_tiny_checkpoint
+from checkout import checkout_env
 
 TRACE = "custom_hooks.append(dict(type='ParameterTraceHook'))\ncustom_imports = dict(imports=['imse_seg.seg', 'acdc_fixture'], allow_failed_imports=False)"
+ENV = checkout_env(OMP_NUM_THREADS='1')
 
 
 def run(config: Path, work_dir: Path, checkpoint: Path, processes: int) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO / 'tests'), OMP_NUM_THREADS='1')
     if processes == 1:
         command = [sys.executable, str(REPO / 'tools' / 'adapt.py')]
     else:
@@ -25,7 +25,7 @@ def run(config: Path, work_dir: Path, checkpoint: Path, processes: int) -> None:
                 '--cfg-options', 'custom_hooks.0.method.optimizer.lr=0.05']
     if processes > 1:
         command += ['--launcher', 'pytorch']
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, check=False,
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=ENV, check=False,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
 

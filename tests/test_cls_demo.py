@@ -69,13 +69,29 @@ def test_setting_configs_build_their_stream(setting):
     assert len(build_stream(cfg.stream).folders()) >= 15
 
 
-def test_source_reproduces_the_documented_accuracy_on_the_first_two_corruptions(tmp_path):
-    write_imagenet_c(tmp_path, 'test', ['gaussian_noise', 'shot_noise'], [5])
+def test_source_run_equals_a_plain_forward_and_corruption_costs_accuracy(tmp_path):
+    """The source row is the shipped model's own accuracy on the written corrupted images (an independent
+    forward over the same files, not a number the runner once printed), and severity-5 noise costs it
+    accuracy (clean test digits: > 95%, see above)."""
+    corruptions = ['gaussian_noise', 'shot_noise']
+    write_imagenet_c(tmp_path, 'test', corruptions, [5])
     cfg = Config.fromfile(REPO / 'configs/cls/demo_source.py')
     cfg.model.checkpoint = str(REPO / cfg.model.checkpoint)
     cfg.data.root = str(tmp_path)
-    cfg.stream.corruptions = ['gaussian_noise', 'shot_noise']
+    cfg.stream.corruptions = corruptions
     run_classification(cfg, tmp_path / 'run')
     accuracy = [r['metrics']['accuracy'] for r in load_results(tmp_path / 'run')]
-    # docs/results_classification.md, source row; 0.5 points (2 images) of slack for other CPUs' rounding
-    assert accuracy == pytest.approx([42.3, 28.6], abs=0.5)
+
+    model = demo_model().eval()
+    transform = create_transform(**resolve_model_data_config(model, args=dict(cfg.transform)))
+    folders = CorruptionFolders(tmp_path, [(name, 5) for name in corruptions])
+    expected = []
+    for name in corruptions:
+        samples = folders(name, 5)
+        inputs = torch.stack([transform(Image.open(path).convert('RGB')) for path, _ in samples])
+        with torch.no_grad():
+            predictions = model(inputs).argmax(1)
+        labels = torch.tensor([label for _, label in samples])
+        expected.append(100.0 * (predictions == labels).double().mean().item())
+    assert accuracy == pytest.approx(expected, abs=1e-9)
+    assert all(value < 90.0 for value in accuracy)

@@ -161,5 +161,5 @@ def test_cli_runs_a_config_with_a_setting(tree, tmp_path):
     assert len(load_results(tmp_path / 'run')) == 4
     events = tmp_path / 'run' / 'bank_events.jsonl'
     assert not events.exists()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match='already holds results'):
         main([str(cfg_file), '--work-dir', str(tmp_path / 'run')])

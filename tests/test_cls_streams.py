@@ -52,7 +52,7 @@ def test_dirichlet_order_is_a_permutation_with_fewer_classes_per_batch_than_shuf
 
 
 def test_bad_stream_arguments_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='SequentialStream needs corruptions, severities and rounds >= 1'):
         SequentialStream(['fog'], [5], rounds=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='DirichletOrder needs concentration > 0 and slots >= 1, got 0'):
         DirichletOrder(concentration=0)

@@ -376,3 +376,37 @@ def test_refresh_entries_keeps_each_conditions_latest_code(source_given: bool) -
     official, _, _ = run(refresh=False)
     assert len(official.entries) == 1 + 11  # entry 0 and one per shift
     assert not any(e.refreshed for e in official.events)
+
+
+def test_loaded_optimizer_state_stays_shared_with_sam() -> None:
+    """Issue 17 fix 7: the bank loads a stored state into SAM's base optimiser; SAM must keep sharing its
+    ``state`` and ``param_groups``, so that a learning rate set on SAM (here 0) still governs the step."""
+    from imse_seg.core.sam import SAM
+
+    conditions = Conditions()
+    _, layers = tiny_model()
+    params = [layer.singular_values for layer in layers]
+    sam = SAM(params, torch.optim.Adam, rho=0.05, lr=1e-2)
+    bank = bank_with_source(layers, conditions, threshold=0.05, optimizer=sam.base_optimizer,
+                            store_optimizer_state=True)
+    x = torch.randn(4, CHANNELS)
+
+    def closure() -> torch.Tensor:
+        return (layers[0].module(x) ** 2).sum()
+
+    loaded = False
+    for i, condition in enumerate('A' * 6 + 'B' * 6 + 'A'):
+        event = bank.observe(conditions.batch(condition), i)
+        loaded = event.detected and event.retrieved == 1
+        if not loaded:
+            sam.step(closure)
+    assert loaded, 'the stream should end on a retrieval of A with its stored state'
+    assert sam.state is sam.base_optimizer.state and sam.param_groups is sam.base_optimizer.param_groups
+    assert_same(sam.state_dict()['state'], bank.entries[1].optimizer_state)
+    for group in sam.param_groups:
+        group['lr'] = 0.0
+    before = [p.detach().clone() for p in params]
+    sam.step(closure)
+    for param, old in zip(params, before):
+        assert torch.equal(param, old)
+    assert sam.state_dict()['state'][0]['step'].item() == 7.0  # the loaded moments were stepped

@@ -10,8 +10,8 @@ from imse_seg.core.spectral import record_expert_activations, spectralize
 
 
 def slow_layer_diversity(activations: torch.Tensor, ratio: float) -> float:
-    """methods.md 1.3 steps 3-4 with Python loops: unbiased std per expert, linear-interpolated quantile,
-    experts strictly below it, their mean."""
+    """methods.md 1.3 steps 3-4 with Python loops: unbiased std per expert, the threshold at index
+    min(int(r * ratio), r - 1) of the sorted spreads (official IMSE), experts strictly below it, their mean."""
     a = activations.tolist()
     n, r = len(a), len(a[0])
     sigmas = []
@@ -19,11 +19,7 @@ def slow_layer_diversity(activations: torch.Tensor, ratio: float) -> float:
         column = [row[i] for row in a]
         mean = sum(column) / n
         sigmas.append(math.sqrt(sum((v - mean) ** 2 for v in column) / (n - 1)))
-    ordered = sorted(sigmas)
-    position = ratio * (r - 1)
-    lower = math.floor(position)
-    upper = min(lower + 1, r - 1)
-    threshold = ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
+    threshold = sorted(sigmas)[min(int(r * ratio), r - 1)]
     kept = [s for s in sigmas if s < threshold]
     return sum(kept) / len(kept)
 
@@ -42,6 +38,21 @@ def test_ratio_one_drops_only_the_largest_spread():
     a = torch.randn(40, 5, dtype=torch.float64) * scales
     sigma = a.std(dim=0)
     assert layer_diversity(a, 1.0).item() == pytest.approx(sigma[:4].mean().item())
+
+
+@pytest.mark.parametrize('ratio, kept', [(1.0, 9), (0.95, 9), (0.5, 5), (0.25, 2), (0.15, 1), (0.05, 10)])
+def test_ratio_keeps_the_experts_below_the_official_sorted_index(ratio, kept):
+    """Issue 17 fix 5. Ten experts with spreads 1..10 (shuffled): the official threshold is the sorted
+    spread at index min(int(10 * ratio), 9), so ratio 0.25 keeps spreads 1 and 2 (mean 1.5) where the
+    interpolating quantile (position 2.25, threshold 3.25) kept 1, 2 and 3; index 0 keeps nothing, and then
+    all are kept (mean 5.5)."""
+    order = torch.tensor([3, 7, 0, 9, 1, 5, 8, 2, 6, 4])
+    spreads = (torch.arange(10, dtype=torch.float64) + 1)[order]
+    # two tokens +-s/sqrt(2) have unbiased standard deviation s
+    a = torch.stack([spreads, -spreads]) / math.sqrt(2)
+    torch.testing.assert_close(a.std(dim=0), spreads)
+    expected = sum(range(1, kept + 1)) / kept if kept < 10 else 5.5
+    assert layer_diversity(a, ratio).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_equal_spreads_keep_every_expert():

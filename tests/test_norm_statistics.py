@@ -173,15 +173,19 @@ def test_tent_with_test_statistics_resumes_exactly() -> None:
 
 
 def test_cotta_teacher_and_anchor_share_the_statistics_and_resume_exactly() -> None:
+    from imse_seg.seg.adaptation import segmentor_logits
+    from test_method_state import tiny_segmentor
+
     def build() -> CoTTA:
         return CoTTA(optimizer=dict(type='Adam', lr=0.01), scales=(0.5, 1.0), restore_probability=0.2, seed=3,
                      statistics=dict(type='BlendedStatistics', weight=0.3))
 
-    method, model = build(), bn_model()
-    method.setup(model, lambda m, x: m(x))
+    method, model = build(), tiny_segmentor()
+    method.setup(model, segmentor_logits)
     for copied in (method.teacher, method.anchor):
-        assert repr(norm_statistics_of(copied[1])) == 'BlendedStatistics(weight=0.3)'
-    assert_resumes_exactly(build, bn_model)
+        norms = [m for m in copied.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        assert norms and all(repr(norm_statistics_of(m)) == 'BlendedStatistics(weight=0.3)' for m in norms)
+    assert_resumes_exactly(build, tiny_segmentor, segmentor_logits, size=(64, 64))
 
 
 def test_imse_bank_features_keep_the_source_moments() -> None:

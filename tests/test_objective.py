@@ -49,9 +49,34 @@ def test_entropy_terms_are_tent_and_sar_losses():
     assert EntropyLoss(0.4)(out) != EntropyLoss()(out)
 
 
-def test_self_training_is_cross_entropy_to_own_argmax():
+def test_self_training_default_is_hard_cross_entropy_at_input_resolution():
+    """Issue 17 fix 2: the official TENT of the CoTTA code upsamples the logits to the image, takes the
+    arg-max there and averages the cross-entropy to it over the image's pixels."""
     out = seg_outputs()
-    loss = SelfTrainingLoss()(out)
+    scale = 4
+    size = (5 * scale, 6 * scale)
+    loss = SelfTrainingLoss()(ForwardOutputs(out.logits, out.valid, input_size=size))
+    upsampled = F.interpolate(out.logits, size=size, mode='bilinear', align_corners=False)
+    pseudo = upsampled.argmax(dim=1)
+    # nearest upsampling by an integer factor repeats each head pixel's flag over its scale x scale block
+    valid = out.valid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    log_p = upsampled.log_softmax(dim=1)
+    expected = -log_p.gather(1, pseudo[:, None])[:, 0][valid].mean()
+    torch.testing.assert_close(loss, expected)
+    unmasked = SelfTrainingLoss()(ForwardOutputs(out.logits, input_size=size))
+    torch.testing.assert_close(unmasked, -log_p.gather(1, pseudo[:, None]).mean())
+    head = SelfTrainingLoss(input_resolution=False)(ForwardOutputs(out.logits, out.valid, input_size=size))
+    assert not torch.isclose(loss, head)
+    with pytest.raises(ValueError, match='needs ForwardOutputs.input_size'):
+        SelfTrainingLoss()(out)
+    classification = ForwardOutputs(out.logits[:, :, 0, 0], input_size=size)
+    torch.testing.assert_close(SelfTrainingLoss()(classification),
+                               F.cross_entropy(classification.logits, classification.logits.argmax(dim=1)))
+
+
+def test_self_training_at_head_resolution_is_cross_entropy_to_own_argmax():
+    out = seg_outputs()
+    loss = SelfTrainingLoss(input_resolution=False)(out)
     pseudo = out.logits.argmax(dim=1)
     expected = F.cross_entropy(out.logits, pseudo, reduction='none')[out.valid].mean()
     torch.testing.assert_close(loss, expected)

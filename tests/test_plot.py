@@ -52,7 +52,7 @@ def test_cli_plots_run_folders(tmp_path: Path) -> None:
         assert image.size == (800, 450), 'the default 8 x 4.5 in at 100 dpi for a short stream'
 
 
-def test_cli_labels_default_to_run_folder_names(tmp_path: Path) -> None:
+def test_cli_labels_default_to_run_folder_names(tmp_path: Path, capsys) -> None:
     tool = load_tool('plot_results')
     (tmp_path / 'tent').mkdir()
     assert tool.run_label(tmp_path / 'tent') == 'tent'
@@ -60,3 +60,4 @@ def test_cli_labels_default_to_run_folder_names(tmp_path: Path) -> None:
     assert tool.run_label(tmp_path / 'cotta_seed1.jsonl') == 'cotta_seed1'
     with pytest.raises(SystemExit):
         tool.parse_args(['a', 'b', '--out', 'p.png', '--labels', 'only-one'])
+    assert '--labels gives 1 labels for 2 runs' in capsys.readouterr().err

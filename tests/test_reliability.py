@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -16,13 +15,18 @@ import pytest
 import torch
 
 from acdc_fixture import REPO, write_acdc_tree, write_config, write_tiny_checkpoint
+from checkout import checkout_env
 from exact import assert_same
 
 # IMSE + STAG exercises the most state: spectral singular values, SAM/Adam moments, the code bank.
 METHOD = 'imse_stag'
 OPTIONS = ['--cfg-options', 'test_cfg.checkpoint_interval=1', 'custom_hooks.0.method.optimizer.lr=0.05']
 IMAGES = 4
-ENV = dict(os.environ, PYTHONPATH=str(REPO / 'tests'), OMP_NUM_THREADS='1')
+ENV = checkout_env(OMP_NUM_THREADS='1')
+# Every stream batch's images get an offset drawn from torch's, NumPy's and Python's global generators, so a
+# resumed stream matches the uninterrupted one only if all three are restored at the resume point.
+GLOBAL_RNG = '\n'.join(["custom_imports = dict(imports=['imse_seg.seg', 'fault_hooks'], allow_failed_imports=False)",
+                        "custom_hooks.append(dict(type='GlobalRandomInputHook'))"])
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +34,7 @@ def stream(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp('reliability')
     data = write_acdc_tree(root / 'acdc', images_per_condition=IMAGES)
     stream = dict(root=root, data=data, checkpoint=write_tiny_checkpoint(root / 'tiny.pth'),
-                  config=write_config(root / 'cfg.py', data, METHOD, rounds=1))
+                  config=write_config(root / 'cfg.py', data, METHOD, rounds=1, extra=GLOBAL_RNG))
     reference = adapt(stream, root / 'reference')
     assert reference.returncode == 0, reference.stderr[-3000:]
     return stream

@@ -162,3 +162,65 @@ def test_bad_use_raises():
         sam.step(lambda: torch.tensor(1.0))
     with pytest.raises(TypeError, match='scalar loss'):
         sam.step(lambda: w * torch.ones(3))
+
+
+class Offset(torch.nn.Module):
+    """logits = x + b: one trainable class offset shared by all samples."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.b = torch.nn.Parameter(torch.zeros(k, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('keep_first_selection', [True, False])
+def test_entropy_adaptation_second_forward_keeps_the_first_forwards_reliable_samples(keep_first_selection):
+    """Issue 17 fix 4, SAR's rule (mr-eggplant/SAR sar.py): the perturbed forward averages the entropy over
+    the samples reliable in the first forward AND in the second. Sample 0 is reliable at b = 0, sample 1 is
+    not; the ascent (towards class 1, raising sample 0's entropy) makes sample 1 reliable too. Official: the
+    update is the gradient of H_0 alone at the ascended point; re-selecting adds H_1."""
+    from imse_seg.adaptation import EntropyAdaptation
+
+    margin, rho, lr = 0.9, 0.5, 1.0
+    e0 = margin * math.log(2)
+    x = torch.tensor([[2.0, 0.0], [0.0, 0.55]], dtype=torch.float64)
+    model = Offset(2)
+    term = dict(type='EntropyTerm', margin=margin)  # the default is the official rule
+    if not keep_first_selection:
+        term['keep_first_selection'] = False
+    method = EntropyAdaptation(parameters=dict(type='AllParameters'), objective=dict(entropy=term),
+                               optimizer=dict(type='SGD', lr=lr), sam_rho=rho)
+    method.setup(model, lambda m, inputs: inputs + m.b)
+
+    def h(b: torch.Tensor) -> torch.Tensor:
+        p = (x + b).softmax(dim=1)
+        return -(p * p.log()).sum(dim=1)
+
+    b0 = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    assert (h(b0) < e0).tolist() == [True, False]
+    g1, = torch.autograd.grad(h(b0)[0], b0)
+    ascended = (b0 + rho * g1 / g1.norm()).detach().requires_grad_(True)
+    assert (h(ascended) < e0).tolist() == [True, True]
+    second = h(ascended)[0] if keep_first_selection else h(ascended).mean()
+    g2, = torch.autograd.grad(second, ascended)
+    scored = method.adapt(model, x)
+    torch.testing.assert_close(scored, x)
+    torch.testing.assert_close(model.b.detach(), -lr * g2, rtol=1e-12, atol=1e-12)
+
+
+def test_reliable_entropy_with_first_logits_counts_the_intersection():
+    """Hand values, K = 2, margin 0.9 (e0 = 0.624): sample 0 reliable in both forwards, 1 only in the first,
+    2 only in the second, 3 in neither; only sample 0's second-forward entropy counts."""
+    first = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.1, 0.0], [0.0, 0.0]])
+    second = torch.tensor([[2.0, 0.0], [0.2, 0.0], [3.0, 0.0], [0.0, 0.1]])
+    h = entropy(second)
+    assert (h < 0.9 * math.log(2)).tolist() == [True, False, True, False]
+    torch.testing.assert_close(reliable_entropy(second, 0.9, first_logits=first), h[0])
+    torch.testing.assert_close(reliable_entropy(second, 0.9), h[[0, 2]].mean())
+    with pytest.raises(ValueError, match=r'first_logits have shape \(4, 3\)'):
+        reliable_entropy(second, 0.9, first_logits=torch.zeros(4, 3))
+
+
+def test_keep_first_selection_needs_a_margin():
+    from imse_seg.core.objective import EntropyLoss
+    with pytest.raises(ValueError, match='keep_first_selection=False only changes the reliable-entropy filter'):
+        EntropyLoss(keep_first_selection=False)

@@ -178,6 +178,11 @@ def test_recording_matches_definition_for_every_role() -> None:
     block.ffn.layers[4].register_forward_pre_hook(lambda m, a: inputs.__setitem__('fc2', a[0]))
     block.attn.attn.register_forward_pre_hook(
         lambda m, a, k: inputs.update(query=k['query'], key=k['key']), with_kwargs=True)
+    # A trained out_proj has a bias (PyTorch initialises it to zero): the attention-output recording must
+    # subtract it before mapping the output back to expert coordinates.
+    with torch.no_grad():
+        block.attn.attn.out_proj.bias.normal_()
+    assert block.attn.attn.out_proj.bias.abs().min() > 0
     record_expert_activations(layers)
     segformer_logits(model, torch.randn(2, 3, 64, 64))
 
@@ -239,3 +244,52 @@ def test_unsupported_layer_is_an_error() -> None:
         spectralize(model, '*')
     with pytest.raises(TypeError, match='1: ReLU is not a supported linear layer'):
         spectralize(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), ['0', '1'])
+
+
+def test_edit_through_data_is_never_read_stale() -> None:
+    """Issue 17 fix 6: EMA code writes ``s.data[:] = ...``, which bumps no version of ``s``; the cached
+    weight of a frozen or no-grad read must still be the composition of the values now in ``s``."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5))
+    (layer,) = spectralize(model, '0')
+    x = torch.randn(3, 6)
+    s = layer.singular_values
+    for frozen in (False, True):
+        s.requires_grad_(not frozen)
+        with torch.no_grad():
+            model(x)  # composes and caches
+            version = s._version
+            s.data[:] = s.data * torch.linspace(0.5, 1.5, s.numel())
+            assert s._version == version  # the edit is invisible to the version counter
+            expected = F.linear(x, layer.weight.compose(), model[0].bias)
+            torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+            torch.testing.assert_close(model[0].weight, layer.weight.compose(), rtol=0, atol=0)
+        if frozen:  # a frozen s is read through the cache with gradients on as well
+            s.data.mul_(2.0)
+            torch.testing.assert_close(model(x), F.linear(x, layer.weight.compose(), model[0].bias),
+                                       rtol=0, atol=0)
+
+
+def test_exclude_patterns_leave_their_layers_dense() -> None:
+    model = tiny_vit()
+    layers = spectralize(model, VIT_ROLES, exclude=['blocks.1.*', 'blocks.*.mlp.fc2'])
+    names = [layer.name for layer in layers]
+    assert names == ['blocks.0.attn.qkv', 'blocks.0.attn.proj', 'blocks.0.mlp.fc1',
+                     'blocks.2.attn.qkv', 'blocks.2.attn.proj', 'blocks.2.mlp.fc1']
+    assert isinstance(model.blocks[1].attn.qkv.weight, nn.Parameter)  # untouched
+    assert isinstance(model.blocks[0].mlp.fc2.weight, nn.Parameter)
+    with pytest.raises(ValueError, match=r"pattern 'blocks\.9\.\*' matches no module"):
+        spectralize(tiny_vit(), VIT_ROLES, exclude='blocks.9.*')
+
+
+def test_empty_include_is_an_error() -> None:
+    for include in ([], None):
+        with pytest.raises(ValueError, match='no include pattern given'):
+            spectralize(tiny_vit(), include)
+
+
+def test_attention_with_separate_qkv_weights_is_refused() -> None:
+    model = nn.Sequential(nn.MultiheadAttention(8, 2, kdim=4, vdim=4))
+    with pytest.raises(TypeError, match=r'^0: nn.MultiheadAttention with separate q/k/v weights is not '
+                                        r'supported'):
+        spectralize(model, '0')

@@ -190,3 +190,82 @@ def test_saturated_self_structural_prediction_is_reported():
     w = torch.eye(3) * 40.0  # W w_k has a logit gap of 1600: softmax is one-hot even in float64
     with pytest.raises(ValueError, match='saturated'):
         structural_anchors(w, torch.zeros(3))
+
+
+def explicit_weight_and_row_losses(z, f, w, b, y, valid=None):
+    """Readings B and C from their definitions (D-dim outer products / rows) for predicted classes ``y``,
+    averaged over the ``valid`` rows."""
+    h, fr = rows(entropy_gradient(z)), rows(f)
+    h_anchor = structural_logit_gradients(w, b)
+    grads_b = torch.einsum('nk,nd->nkd', h, fr).flatten(1)
+    anchors_b = torch.einsum('nk,nd->nkd', h_anchor[y], w[y]).flatten(1)
+    grads_c = h.gather(1, y[:, None]) * fr
+    anchors_c = h_anchor[y, y][:, None] * w[y]
+    keep = torch.ones_like(y, dtype=torch.bool) if valid is None else valid.reshape(-1)
+    return ((1 - F.cosine_similarity(grads_b, anchors_b, dim=1))[keep].mean(),
+            (1 - F.cosine_similarity(grads_c, anchors_c, dim=1))[keep].mean())
+
+
+@pytest.mark.parametrize('per_pixel', [False, True])
+def test_readings_b_and_c_average_over_the_valid_mask_only(per_pixel):
+    w, b = classifier()
+    f = features(per_pixel)
+    z = apply(f, w, b)
+    valid = torch.rand(z.shape[:1] + z.shape[2:], generator=torch.Generator().manual_seed(4)) > 0.4
+    assert 0 < int(valid.sum()) < valid.numel()
+    y = rows(z).argmax(dim=1)
+    expected_b, expected_c = explicit_weight_and_row_losses(z, f, w, b, y, valid)
+    unmasked_b, unmasked_c = explicit_weight_and_row_losses(z, f, w, b, y)
+    got_b = StagWeightAlignment(w, b)(z, valid, f)
+    got_c = StagRowAlignment(w, b)(z, valid, f)
+    torch.testing.assert_close(got_b, expected_b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_c, expected_c, rtol=1e-10, atol=1e-12)
+    assert abs(got_b.item() - unmasked_b.item()) > 1e-6 and abs(got_c.item() - unmasked_c.item()) > 1e-6
+    g_got, = torch.autograd.grad(got_b, f, retain_graph=True)
+    g_expected, = torch.autograd.grad(expected_b, f, retain_graph=True)
+    torch.testing.assert_close(g_got, g_expected, rtol=1e-8, atol=1e-12)
+    if per_pixel:  # masked pixels get no gradient at all
+        assert g_got.movedim(1, -1)[~valid].abs().max() == 0
+
+
+def test_classifier_without_bias_is_z_equals_w_f():
+    torch.manual_seed(0)
+    linear = nn.Linear(D, K, bias=False).double()
+    f = features(per_pixel=False)
+    z = linear(f)
+    w, zero = linear.weight.detach(), torch.zeros(K, dtype=torch.float64)
+    y = z.argmax(dim=1)
+    expected_b, expected_c = explicit_weight_and_row_losses(z, f, w, zero, y)
+    torch.testing.assert_close(StagWeightAlignment.from_classifier(linear)(z, features=f), expected_b,
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(StagRowAlignment.from_classifier(linear)(z, features=f), expected_c,
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(StagAlignment.from_classifier(linear)(z),
+                               explicit_stag_loss(z, w, structural_anchors(w, None)), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(structural_anchors(w, None), structural_anchors(w, zero))
+
+
+def test_argmax_ties_take_the_first_class_as_argmax_does():
+    """Integer weights and features give exact ties: rows 0 and 1 tie classes 0 and 1 (z = [2, 2, -3] and
+    [4, 4, -6]; w_0 and w_1 differ, so the two anchors do); the loss uses the first, as torch.argmax does;
+    using the last would change every reading."""
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]], dtype=torch.float64)
+    b = torch.zeros(3, dtype=torch.float64)
+    f = torch.tensor([[2.0, 1.0], [4.0, 2.0], [3.0, 1.0], [-1.0, -2.0]], dtype=torch.float64)
+    z = f @ w.T + b
+    assert z[0].tolist() == [2.0, 2.0, -3.0] and z[1].tolist() == [4.0, 4.0, -6.0]
+    first = torch.tensor([0, 0, 0, 2])
+    assert torch.equal(z.argmax(dim=1), first)
+    last = torch.tensor([1, 1, 0, 2])
+    anchors = structural_anchors(w, b)
+
+    def reading_a(y):
+        g = entropy_feature_gradient(z, w)
+        return (1 - F.cosine_similarity(g, anchors[y], dim=1)).mean()
+
+    expected = [reading_a(first), *explicit_weight_and_row_losses(z, f, w, b, first)]
+    other = [reading_a(last), *explicit_weight_and_row_losses(z, f, w, b, last)]
+    got = [StagAlignment(w, b)(z), StagWeightAlignment(w, b)(z, features=f), StagRowAlignment(w, b)(z, features=f)]
+    for value, reference, wrong in zip(got, expected, other):
+        torch.testing.assert_close(value, reference, rtol=1e-10, atol=1e-12)
+        assert abs(value.item() - wrong.item()) > 1e-3

@@ -35,8 +35,9 @@ class EntropyAdaptation(AdaptationMethod):
     - ``objective``: ``{name: dict(type=<term>, weight=w, ...)}`` (``EntropyTerm``, ``DiversityTerm``,
       ``StagTerm``, ``SelfTrainingTerm``).
     - ``optimizer``: an mmengine ``OPTIMIZERS`` config without params, e.g. ``dict(type='Adam', lr=1e-4)``;
-      with ``sam_rho`` it is wrapped in SAM (IMSE, methods.md 1.2), whose second forward re-filters the
-      reliable pixels.
+      with ``sam_rho`` it is wrapped in SAM (IMSE, methods.md 1.2). Its second forward hands the objective
+      the first forward's logits, so a reliable-entropy term keeps the pixels reliable in both forwards
+      (official SAR/IMSE; ``EntropyTerm(keep_first_selection=False)`` re-selects instead).
     - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
       a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
       timm ViT: ``patch_embed``), or of its B x C x H x W maps with ``channel_dim=1`` (EfficientViT:
@@ -105,10 +106,12 @@ class EntropyAdaptation(AdaptationMethod):
 
         def closure() -> Tensor:
             logits = self.forward(model, inputs)
+            earlier = first.get('logits')  # set on SAM's second (perturbed) call
             first.setdefault('logits', logits.detach())
             loss, parts = self.objective(ForwardOutputs(
                 logits, valid=None if valid is None else valid(logits),
-                features=self.context.classifier_input.pop('features', None)))
+                features=self.context.classifier_input.pop('features', None),
+                input_size=tuple(inputs.shape[-2:]), first_logits=earlier))
             first.setdefault('parts', parts)
             return loss
 

@@ -32,15 +32,22 @@ class AdaptationContext:
 
 
 @ADAPTATION.register_module()
-def EntropyTerm(context: AdaptationContext, margin: float | None = None) -> EntropyLoss:
-    """Mean entropy (TENT, ``margin=None``) or reliable entropy with ``e0 = margin ln K`` (SAR/IMSE)."""
-    return EntropyLoss(margin)
+def EntropyTerm(context: AdaptationContext, margin: float | None = None,
+                keep_first_selection: bool = True) -> EntropyLoss:
+    """Mean entropy (TENT, ``margin=None``) or reliable entropy with ``e0 = margin ln K`` (SAR/IMSE).
+
+    ``keep_first_selection`` (reliable entropy under SAM): the second forward counts only the samples that
+    were reliable in the first (official SAR/IMSE, default) or re-selects from scratch (False); see
+    :class:`~imse_seg.core.objective.EntropyLoss`.
+    """
+    return EntropyLoss(margin, keep_first_selection)
 
 
 @ADAPTATION.register_module()
-def SelfTrainingTerm(context: AdaptationContext) -> SelfTrainingLoss:
-    """Cross-entropy to the model's own arg-max (the CoTTA paper's TENT variant)."""
-    return SelfTrainingLoss()
+def SelfTrainingTerm(context: AdaptationContext, input_resolution: bool = True) -> SelfTrainingLoss:
+    """Cross-entropy to the model's own arg-max (the CoTTA paper's TENT variant), by default at the input's
+    resolution as the official code (see :class:`~imse_seg.core.objective.SelfTrainingLoss`)."""
+    return SelfTrainingLoss(input_resolution)
 
 
 @ADAPTATION.register_module()

@@ -35,11 +35,16 @@ BANK_ENTRIES = 5
 
 
 def build_segmentor(model_cfg: Mapping, checkpoint: str | None, device: torch.device) -> nn.Module:
-    """Build the segmentor of ``model_cfg`` in eval mode on ``device``, with ``checkpoint``'s weights."""
+    """Build the segmentor of ``model_cfg`` in eval mode on ``device``, with ``checkpoint``'s weights.
+
+    Built from a ``ConfigDict``, as mmseg builds it: ``EncoderDecoder.inference`` (CoTTA's views) reads
+    ``test_cfg`` by attribute.
+    """
+    from mmengine.config import ConfigDict
     from mmengine.runner import load_checkpoint
     from mmseg.registry import MODELS
 
-    model = MODELS.build(dict(model_cfg))
+    model = MODELS.build(ConfigDict(model_cfg))
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     return model.to(device).eval()

@@ -155,7 +155,8 @@ class SpectralCodeBank:
     code learned for it). The warm-up runs only while one of the two is missing, and no shift is detected
     during it: the stream's first ``warmup_batches`` full batches must come from one condition.
 
-    ``optimizer`` (the one holding the moments; for SAM, its base optimiser) is handled on each shift:
+    ``optimizer`` (the one holding the moments; for SAM, its base optimiser, whose ``state`` and
+    ``param_groups`` objects SAM shares and which therefore are loaded in place) is handled on each shift:
     with ``store_optimizer_state`` the new entry keeps a copy of its per-parameter state; then with
     ``reset_optimizer`` (official) its state is cleared (``optimizer.state.clear()``: for Adam the step
     counts and both moment estimates go, ``param_groups`` and the learning rate stay, and the next step
@@ -340,9 +341,7 @@ class SpectralCodeBank:
         if self.store_optimizer_state and retrieved is not None and retrieved.weights is None:
             state = self.entries[retrieved.entry].optimizer_state
             if state is not None:
-                # load_state_dict may alias same-device tensors: hand it a copy so steps never edit the entry.
-                self.optimizer.load_state_dict({'state': copy.deepcopy(state),
-                                                'param_groups': self.optimizer.state_dict()['param_groups']})
+                load_optimizer_state_in_place(self.optimizer, state)
 
     def state_dict(self) -> dict:
         """The whole bank as plain tensors, lists and dicts, plus the layers' current code."""
@@ -403,3 +402,24 @@ class SpectralCodeBank:
 
     def load(self, path: str | PathLike) -> None:
         self.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+
+
+def load_optimizer_state_in_place(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load the per-parameter ``state`` (a ``state_dict()['state']``) into ``optimizer`` in place.
+
+    ``Optimizer.load_state_dict`` replaces the optimiser's ``state`` and ``param_groups`` with new objects,
+    which cuts them off from whoever shares them (SAM shares its base optimiser's: after a plain load,
+    setting SAM's learning rate no longer reached the base step). Here torch's own loading (device and dtype
+    casts) fills the new objects, whose contents then move into the old ones, which the optimiser keeps.
+    The state is deep-copied first (``load_state_dict`` may alias same-device tensors), so steps never edit
+    a stored entry.
+    """
+    live_state, live_groups = optimizer.state, optimizer.param_groups
+    optimizer.load_state_dict({'state': copy.deepcopy(state),
+                               'param_groups': optimizer.state_dict()['param_groups']})
+    loaded_state, loaded_groups = optimizer.state, optimizer.param_groups
+    live_state.clear()
+    live_state.update(loaded_state)
+    for live, loaded in zip(live_groups, loaded_groups, strict=True):
+        live.update(loaded)
+    optimizer.state, optimizer.param_groups = live_state, live_groups

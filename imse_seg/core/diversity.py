@@ -24,18 +24,22 @@ def expert_spread(activations: Tensor) -> Tensor:
 
 
 def layer_diversity(activations: Tensor, ratio: float = 1.0) -> Tensor:
-    """``D_layer``: the mean spread of the experts whose sigma is strictly below the ``ratio``-quantile.
+    """``D_layer``: the mean spread of the experts whose sigma is strictly below the ``ratio`` threshold.
 
-    Official semantics (methods.md 1.3, step 4): the threshold is ``quantile(sigma, ratio)`` with linear
-    interpolation and experts *strictly* below it are kept, so ratio 1.0 drops only the largest spread (and
-    any tie with it). When no expert is strictly below (all spreads equal, or a rank-1 layer) every expert
-    is kept: every subset then has the same mean, so this is the limit of the definition, not a switch.
-    The threshold is a selection, not differentiated through.
+    Official semantics (methods.md 1.3, step 4, as the issue-17 read of the IMSE code states it): of the r
+    spreads sorted ascending, the threshold is the one at index ``min(int(r * ratio), r - 1)``, and experts
+    *strictly* below it are kept. Ratio 1.0 drops only the largest spread (and any tie with it); ratio 0.25
+    of 10 experts keeps the 2 smallest (an interpolating quantile would keep 3). When no expert is strictly
+    below (all spreads equal, a rank-1 layer, or ``int(r * ratio) == 0``) every expert is kept, where the
+    official mean of an empty selection would be NaN: every subset of equal spreads has the same mean, so
+    this is the limit of the definition, not a switch. The threshold is a selection, not differentiated
+    through.
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f'diversity ratio must be in (0, 1], got {ratio}')
     sigma = expert_spread(activations)
-    threshold = torch.quantile(sigma.detach(), ratio)
+    rank = sigma.numel()
+    threshold = sigma.detach().sort().values[min(int(rank * ratio), rank - 1)]
     keep = sigma.detach() < threshold
     if not bool(keep.any()):
         return sigma.mean()

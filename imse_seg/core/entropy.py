@@ -106,13 +106,22 @@ def mean_entropy(logits: Tensor, valid: Tensor | None = None) -> Tensor:
     return masked_mean(entropy(logits), valid)
 
 
-def reliable_entropy(logits: Tensor, margin: float = 0.4, valid: Tensor | None = None) -> Tensor:
+def reliable_entropy(logits: Tensor, margin: float = 0.4, valid: Tensor | None = None,
+                     first_logits: Tensor | None = None) -> Tensor:
     """SAR/IMSE's loss: the mean entropy over the valid samples or pixels with ``H < margin * ln K``.
 
-    The filter is recomputed from the logits on every call, so under SAM the second (perturbed) forward
-    re-selects its reliable set, as the official code does. Kept entropies are unweighted (SAR, IMSE; not
-    EATA's confidence weighting).
+    The filter is computed from ``logits``. Under SAM, pass the first forward's logits as ``first_logits``
+    in the second (perturbed) forward: then only the samples reliable in both forwards count, which is the
+    official rule (SAR, mr-eggplant/SAR ``sar.py``: the second forward's entropies are taken at the first
+    forward's reliable samples and filtered again by the margin); IMSE reuses it. Kept entropies are
+    unweighted (SAR, IMSE; not EATA's confidence weighting).
     """
     check_valid(valid, logits)
     entropies = entropy(logits)
-    return masked_mean(entropies, reliable_mask(entropies, logits.shape[1], margin, valid))
+    keep = reliable_mask(entropies, logits.shape[1], margin, valid)
+    if first_logits is not None:
+        if first_logits.shape != logits.shape:
+            raise ValueError(f'first_logits have shape {tuple(first_logits.shape)}, the logits '
+                             f'{tuple(logits.shape)}')
+        keep = keep & reliable_mask(entropy(first_logits.detach()), logits.shape[1], margin)
+    return masked_mean(entropies, keep)

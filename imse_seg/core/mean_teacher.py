@@ -37,13 +37,16 @@ def stochastic_restore(model: nn.Module, source_state: dict[str, Tensor], probab
         param.copy_(torch.where(mask, source_state[name].to(param.device), param))
 
 
-def multi_view_probabilities(predict: Callable[[Tensor], Tensor], images: Tensor,
-                             scales: Sequence[float], flip: bool = True) -> tuple[Tensor, Tensor]:
+def multi_view_probabilities(predict: Callable[[Tensor], Tensor], images: Tensor, scales: Sequence[float],
+                             flip: bool = True, align_corners: bool = False) -> tuple[Tensor, Tensor]:
     """Softmax of ``predict`` averaged over ``scales`` x (no flip, flip), on the scale-1.0 view's grid.
 
-    ``predict`` maps images (B x 3 x H x W) to logits (B x K x h x w). Every view is resized by
-    ``scale`` (bilinear), predicted, softmaxed, flipped back and resized (bilinear) to the grid of the
-    scale-1.0 prediction. Returns ``(mean over views, plain-view probabilities)``.
+    ``predict`` maps images (B x 3 x H x W) to logits (B x K x h x w). Every view is resized by ``scale``
+    (bilinear) and predicted; its logits are resized (bilinear, ``align_corners`` as the segmentor's) to the
+    grid of the scale-1.0 prediction, softmaxed and flipped back. This is the order of CoTTA's official
+    segmentation code (qinenergy/cotta, mmseg 0.x ``EncoderDecoder.inference``/``aug_test``: logits resized
+    to the common size, then softmax, then un-flipped, then the mean); there the common size is the original
+    image's, here it is the scale-1.0 prediction's. Returns ``(mean over views, plain-view probabilities)``.
     """
     if 1.0 not in scales:
         raise ValueError(f'the scales {list(scales)} must include 1.0, the reference view')
@@ -58,10 +61,11 @@ def multi_view_probabilities(predict: Callable[[Tensor], Tensor], images: Tensor
             if scale == 1.0 and not flipped:
                 probs = plain
             else:
-                probs = predict(view.flip(-1) if flipped else view).softmax(dim=1)
+                logits = predict(view.flip(-1) if flipped else view)
+                if logits.shape[-2:] != size:
+                    logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=align_corners)
+                probs = logits.softmax(dim=1)
                 probs = probs.flip(-1) if flipped else probs
-                if probs.shape[-2:] != size:
-                    probs = F.interpolate(probs, size=size, mode='bilinear', align_corners=False)
             total += probs
             count += 1
     return total / count, plain

@@ -34,46 +34,82 @@ class ForwardOutputs:
 
     ``logits``: B x K or B x K x H x W. ``valid``: bool mask shaped like the logits without dim 1 (padding
     and ignore-index pixels False; None = all count). ``features``: the classifier's input, B x D [x H x W],
-    needed only by the STAG readings that use it.
+    needed only by the STAG readings that use it. ``input_size``: the model input's H x W, for the terms
+    that upsample segmentation logits to it. ``first_logits``: in the second (perturbed) forward of a SAM
+    step, the first forward's logits (detached), for the terms that keep the first forward's selection;
+    None in a first forward.
     """
     logits: Tensor
     valid: Tensor | None = None
     features: Tensor | None = None
+    input_size: tuple[int, int] | None = None
+    first_logits: Tensor | None = None
 
 
 class EntropyLoss(nn.Module):
     """Entropy minimisation: TENT's mean entropy (``margin=None``) or SAR/IMSE's reliable entropy.
 
     With a margin m, only samples or pixels with ``H < m * ln K`` count (methods.md 1.2; m = 0.4 in SAR and
-    IMSE), re-selected on every call.
+    IMSE). In the second forward of a SAM step the official rule (SAR, mr-eggplant/SAR ``sar.py``,
+    ``forward_and_adapt_sar``, which IMSE reuses) counts the samples that were reliable in the first forward
+    *and* are still reliable in the second, averaging their second-forward entropy; that is the default
+    (``keep_first_selection=True``). ``keep_first_selection=False`` re-selects from the second forward alone
+    (the toolkit's earlier rule). Without SAM there is one forward and the two agree.
     """
 
-    def __init__(self, margin: float | None = None) -> None:
+    def __init__(self, margin: float | None = None, keep_first_selection: bool = True) -> None:
         super().__init__()
+        if margin is None and not keep_first_selection:
+            raise ValueError('keep_first_selection=False only changes the reliable-entropy filter: give a '
+                             'margin, or leave it at its default')
         self.margin = margin
+        self.keep_first_selection = keep_first_selection
 
     def extra_repr(self) -> str:
-        return f'margin={self.margin}'
+        return f'margin={self.margin}, keep_first_selection={self.keep_first_selection}'
 
     def forward(self, outputs: ForwardOutputs) -> Tensor:
         if self.margin is None:
             return mean_entropy(outputs.logits, outputs.valid)
-        return reliable_entropy(outputs.logits, self.margin, outputs.valid)
+        first = outputs.first_logits if self.keep_first_selection else None
+        return reliable_entropy(outputs.logits, self.margin, outputs.valid, first)
 
 
 class SelfTrainingLoss(nn.Module):
     """Cross-entropy to the model's own arg-max prediction, over valid samples or pixels.
 
-    The TENT variant the CoTTA paper runs for segmentation (its "TENT" student loss): the gradient with
-    respect to the logits is ``p - onehot(argmax p)``; the pseudo-label is not differentiated.
+    The TENT variant the CoTTA paper runs for segmentation (its "TENT" student loss). Official code
+    (qinenergy/cotta, ``acdc-submission/mmseg/apis/test.py``, ``single_gpu_tent``): the pseudo-label is the
+    prediction at full resolution and mmseg's decode-head loss upsamples the logits to it, so by default
+    (``input_resolution=True``) segmentation logits are upsampled (bilinear, ``align_corners=False`` as
+    SegFormer's head) to ``ForwardOutputs.input_size`` first and the arg-max is taken there; ``valid`` is
+    upsampled with them (nearest). ``input_resolution=False`` works at the head's resolution (the toolkit's
+    earlier loss; a quarter of SegFormer's input per side). Classification logits (B x K) are used as they
+    are. The gradient with respect to the (upsampled) logits is ``p - onehot(argmax p)``; the pseudo-label is
+    not differentiated.
     """
 
+    def __init__(self, input_resolution: bool = True) -> None:
+        super().__init__()
+        self.input_resolution = input_resolution
+
+    def extra_repr(self) -> str:
+        return f'input_resolution={self.input_resolution}'
+
     def forward(self, outputs: ForwardOutputs) -> Tensor:
-        logits = outputs.logits
+        logits, valid = outputs.logits, outputs.valid
         check_logits(logits)
-        check_valid(outputs.valid, logits)
+        check_valid(valid, logits)
+        if self.input_resolution and logits.dim() == 4:
+            if outputs.input_size is None:
+                raise ValueError('SelfTrainingLoss(input_resolution=True) needs ForwardOutputs.input_size to '
+                                 'upsample segmentation logits')
+            size = tuple(outputs.input_size)
+            logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+            if valid is not None:
+                valid = F.interpolate(valid[:, None].float(), size=size, mode='nearest')[:, 0].bool()
         pseudo = logits.detach().argmax(dim=1)
-        return masked_mean(F.cross_entropy(logits, pseudo, reduction='none'), outputs.valid)
+        return masked_mean(F.cross_entropy(logits, pseudo, reduction='none'), valid)
 
 
 class DiversityLoss(nn.Module):

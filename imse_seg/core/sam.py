@@ -3,8 +3,10 @@
 One step: compute the loss at w and its gradient g; move to ``w + e``, ``e = rho * g / ||g||`` (the global
 L2 norm over all parameters); recompute the loss there and its gradient; return to w and let the base
 optimiser step with that second gradient. The loss comes from a closure, so the second forward re-runs
-the whole objective, and a reliable-entropy loss re-selects its reliable samples at the perturbed point,
-as in the official IMSE/SAR code.
+the whole objective. A closure that hands the objective the first forward's logits on its second call (as
+:class:`~imse_seg.adaptation.EntropyAdaptation`'s does) lets a reliable-entropy loss keep, at the
+perturbed point, the samples that were reliable in the first forward and still are: the official SAR/IMSE
+rule (mr-eggplant/SAR ``sar.py``); SAM itself does not look at the loss.
 
 Construction follows the SAM implementation SAR and IMSE build on: ``SAM(params, torch.optim.Adam,
 rho=0.05, lr=...)`` creates the base optimiser on the same parameter groups, so ``param_groups`` (with

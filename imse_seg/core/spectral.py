@@ -39,7 +39,12 @@ class SpectralWeight(nn.Module):
     per forward, at the memory of one dense weight per layer while cached. The cache key is each factor's
     ``_version`` (bumped by every in-place change: an optimiser step, a loaded code, SAM's ascent) and
     storage address (changed by ``.to()`` or ``.data =``); the entry keeps aliases of the factors it was
-    built from, so their storage cannot be reused at the same address while it lives. Weights composed
+    built from, so their storage cannot be reused at the same address while it lives. An in-place edit
+    through ``s.data`` (as EMA code does: ``ema.data[:] = ...``) bumps no version of ``s``, so the entry also
+    keeps a copy of the r singular values it was composed from and is recomposed whenever they differ:
+    a stale weight is never returned, whatever wrote ``s`` (the check costs O(r) per read; on a GPU it
+    waits for ``s``). ``U`` and ``Vh`` are frozen buffers; they are replaced (``.to()``, ``.data =``) or
+    written by versioned in-place ops (``load_state_dict``), all of which the key sees. Weights composed
     under ``torch.inference_mode`` get their own key: autograd cannot save inference tensors.
     """
 
@@ -58,6 +63,7 @@ class SpectralWeight(nn.Module):
         self._composed: Tensor | None = None
         self._composed_key: tuple = ()
         self._composed_from: tuple[Tensor, ...] = ()
+        self._composed_values: Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -70,16 +76,20 @@ class SpectralWeight(nn.Module):
     def forward(self, original: Tensor) -> Tensor:
         s = self.singular_values
         if s.requires_grad and torch.is_grad_enabled():
-            self._composed, self._composed_key, self._composed_from = None, (), ()
+            self._drop_composed()
             return self.compose()
         u, vh = self.U, self.Vh
         key = (s._version, s.data_ptr(), u._version, u.data_ptr(), vh._version, vh.data_ptr(),
                torch.is_inference_mode_enabled())
-        if key != self._composed_key:
+        if key != self._composed_key or not torch.equal(s, self._composed_values):
             with torch.no_grad():
                 self._composed = self.compose()
+                self._composed_values = s.detach().clone()
             self._composed_key, self._composed_from = key, (s.detach(), u, vh)
         return self._composed
+
+    def _drop_composed(self) -> None:
+        self._composed, self._composed_key, self._composed_from, self._composed_values = None, (), (), None
 
     def right_inverse(self, weight: Tensor) -> Tensor:
         return weight.new_empty(0)
@@ -90,6 +100,7 @@ class SpectralWeight(nn.Module):
         state = dict(super().__getstate__())
         state['expert_activations'] = None
         state['_composed'], state['_composed_key'], state['_composed_from'] = None, (), ()
+        state['_composed_values'] = None
         return state
 
 

@@ -9,23 +9,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def pad_to_divisor(segmentor: nn.Module, images: Tensor) -> Tensor:
+    """``images`` zero-padded at the bottom and right to the pre-processor's test ``size_divisor``.
+
+    A model whose pre-processor pads test inputs to a multiple (EfficientViT: 32) needs every input so
+    padded; the pre-processor does it for the batch, this for inputs made later (the rescaled views of
+    CoTTA's teacher). Unchanged when the model has no divisor or the size is already a multiple.
+    """
+    divisor = (getattr(segmentor.data_preprocessor, 'test_cfg', None) or {}).get('size_divisor')
+    if not divisor:
+        return images
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % divisor, -width % divisor
+    if not (pad_h or pad_w):
+        return images
+    return F.pad(images, (0, pad_w, 0, pad_h), value=segmentor.data_preprocessor.pad_val)
+
+
 def segmentor_logits(segmentor: nn.Module, inputs: Tensor) -> Tensor:
     """Decode-head logits (B x K x h x w, at the head's resolution) of an mmseg encoder-decoder.
 
-    A model whose pre-processor pads test inputs to a ``size_divisor`` (EfficientViT: 32) needs every
-    input so padded; the pre-processor does it for the batch, and this does it for inputs made later (the
-    rescaled views of CoTTA's teacher): ``inputs`` are zero-padded at the bottom and right, as the
-    pre-processor pads, and the logits cropped back to the part that covers them.
+    Inputs are padded as the pre-processor pads (:func:`pad_to_divisor`) and the logits cropped back to
+    the part that covers them.
     """
-    divisor = (getattr(segmentor.data_preprocessor, 'test_cfg', None) or {}).get('size_divisor')
     height, width = inputs.shape[-2:]
-    pad_h, pad_w = (-height % divisor, -width % divisor) if divisor else (0, 0)
-    if not (pad_h or pad_w):
-        return segmentor.decode_head.forward(segmentor.extract_feat(inputs))
-    padded = F.pad(inputs, (0, pad_w, 0, pad_h), value=segmentor.data_preprocessor.pad_val)
+    padded = pad_to_divisor(segmentor, inputs)
     logits = segmentor.decode_head.forward(segmentor.extract_feat(padded))
+    if padded is inputs:
+        return logits
     h, w = logits.shape[-2:]
-    return logits[..., :math.ceil(height * h / (height + pad_h)), :math.ceil(width * w / (width + pad_w))]
+    return logits[..., :math.ceil(height * h / padded.shape[-2]), :math.ceil(width * w / padded.shape[-1])]
 
 
 def image_region(logits: Tensor, input_size: Sequence[int], metas: Sequence[dict]) -> Tensor | None:

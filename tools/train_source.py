@@ -3,7 +3,7 @@
     python tools/train_source.py [--config configs/demo/train_source.py] [--iters N] [--seed 0]
         [--work-dir work_dirs/demo_source] [--out data/demo_source/segformer_tiny_camvid.pth]
 
-It needs the generated demo tree (``python tools/make_demo_data.py``). The run is seeded and uses
+It needs the generated demo tree (``python tools/make_demo_data.py --preset tiny_segformer``). The run is seeded and uses
 deterministic algorithms; mmengine logs progress and the clear-val mIoU to the console and the work dir.
 The final weights are validated in float32, cast to ``--precision`` (float16 by default, half the size)
 and validated again, and written as ``{'state_dict', 'meta'}`` holding plain types only, so that

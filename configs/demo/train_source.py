@@ -1,8 +1,8 @@
 # Trains the demo's source model (configs/demo/_base_/segformer_tiny.py) from scratch on the clear source
-# domain of the generated demo tree (tools/make_demo_data.py: 305 daylight CamVid frames at 120 x 160 in
-# the Cityscapes layout) and validates on the clear val split (101 frames). Run it through
-# tools/train_source.py, which seeds it and writes the stripped checkpoint; docs/demo_source.md has the
-# command, the time and the scores.
+# domain of the generated demo tree (tools/make_demo_data.py --preset tiny_segformer: 305 daylight CamVid
+# frames at 120 x 160 in the Cityscapes layout) and validates on the clear val split (101 frames). Run it
+# through tools/train_source.py, which seeds it and writes the stripped checkpoint; docs/demo_source.md has
+# the command, the time and the scores.
 #
 # Augmentation: random rescale 0.5-2.0, 120 x 160 crop, flip and mmseg's PhotoMetricDistortion with its
 # defaults, the augmentation of mmseg's own Cityscapes SegFormer recipe (the real benchmark's source model

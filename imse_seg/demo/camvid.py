@@ -1,10 +1,13 @@
-"""CamVid frames -> the demo benchmark: Cityscapes-layout source domain, ACDC-layout weather streams.
+"""CamVid frames -> the benchmark trees: ACDC-layout weather streams (the demo adds a Cityscapes-layout source).
 
-This module reads the CamVid copy in ``data/camvid`` (SegNet's 11 classes), maps its labels to the 19
-Cityscapes trainIds, chooses which frames go where, and writes them in the real Cityscapes and ACDC file
-layouts, so that mmseg's own ``CityscapesDataset`` and an ACDC loader read them unchanged. The choice of
-frames and every rendered pixel depend only on the seed, the size and the frame count: rebuilding with the
-same arguments gives a bit-identical tree. ``docs/demo_data.md`` documents the splits and the mapping.
+This module reads CamVid (SegNet's 11 classes) from the shared folder (:data:`imse_seg.third_party.CAMVID`:
+``../shared/data/camvid`` or ``$IMSE_SEG_CAMVID``; the project does not ship it), maps its labels to the 19
+Cityscapes trainIds, chooses which frames go where (a *plan*: :func:`plan_camvid_stream` for the
+EfficientViT benchmark, :func:`plan_demo` for the tiny-SegFormer demo), and writes them in the real ACDC and
+Cityscapes file layouts, so that ``ACDCDataset`` and mmseg's own ``CityscapesDataset`` read them unchanged.
+The choice of frames and every rendered pixel depend only on the preset, the seed, the size and the frame
+count: rebuilding with the same arguments gives a bit-identical tree. ``docs/demo_data.md`` documents the
+plans and the mapping.
 """
 from __future__ import annotations
 
@@ -14,12 +17,16 @@ import os
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
 
+from ..third_party import CAMVID
 from .weather import CONDITIONS, WeatherParams, render
+
+if TYPE_CHECKING:
+    from .presets import DemoPreset
 
 CAMVID_CLASSES = ('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
                   'Pedestrian', 'Bicyclist')
@@ -30,6 +37,7 @@ CAMVID_TO_TRAINID = {0: 10, 1: 2, 2: 5, 3: 0, 4: 1, 5: 8, 6: 7, 7: 4, 8: 13, 9: 
 IGNORE_INDEX = 255
 
 SPLITS = ('train', 'val', 'test')
+# The tiny-SegFormer demo (plan_demo): a Cityscapes-layout source domain and small weather streams.
 SOURCE_SEQUENCES = ('0006R0', '0016E5')   # daylight sequences of CamVid's train split: the source domain
 VAL_SEQUENCE = '0016E5'                   # CamVid val: clear validation and the tuning stream
 CLEAR_TARGET_SEQUENCE = 'Seq05VD'         # daylight, CamVid test: fog, rain and snow of the target
@@ -37,6 +45,11 @@ DUSK_SEQUENCE = '0001TP'                  # dusk, CamVid train + test: night of 
 TARGET_SPLIT = 'train'                    # ACDC split of the reported stream (as the CoTTA protocol)
 TUNING_SPLIT = 'val'                      # ACDC split of the tuning stream, rendered from CamVid val
 WEATHER_CONDITIONS = ('fog', 'rain', 'snow')
+# The EfficientViT benchmark (plan_camvid_stream): no source domain (the source model is Cityscapes').
+REPORTED_DAYLIGHT = ('Seq05VD', '0006R0')  # CamVid test + train; night is rendered on these only
+REPORTED_DUSK = ('0001TP',)                # CamVid train + test, real dusk; fog, rain and snow only
+TUNING_SEQUENCES = ('0016E5',)             # CamVid train + val: the tuning stream, never reported
+CLEAR_PREFIX = 'clear_'                    # ACDC-layout folder of the clear originals of a condition
 
 _LUT = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 for _camvid_id, _train_id in CAMVID_TO_TRAINID.items():
@@ -59,11 +72,18 @@ class CamVidFrame:
 
 @dataclass(frozen=True)
 class DemoItem:
-    """One frame to write: where (``layout``, ``split``), under which ``condition`` (None: clear)."""
+    """One frame to write: where (``layout``, ``split``, ACDC ``condition`` folder; None in Cityscapes
+    layout) and the CamVid frame it comes from. A condition folder that is one of :data:`CONDITIONS` is
+    rendered with that weather; any other (``clear_<condition>``) holds the frame as CamVid has it."""
     layout: str              # 'cityscapes' or 'acdc'
     split: str
     condition: str | None
     frame: CamVidFrame
+
+    @property
+    def weather(self) -> str | None:
+        """The weather rendered on this frame, or None for a clear copy."""
+        return self.condition if self.condition in CONDITIONS else None
 
 
 def to_train_ids(label: np.ndarray) -> np.ndarray:
@@ -71,11 +91,16 @@ def to_train_ids(label: np.ndarray) -> np.ndarray:
     return _LUT[label]
 
 
-def list_camvid(root: Path) -> list[CamVidFrame]:
-    """List the frames of a CamVid folder (``<split>/*.jpg`` + ``<split>annot/*.png``), checking pairs."""
-    root = Path(root)
+def list_camvid(root: str | Path | None = None) -> list[CamVidFrame]:
+    """List the frames of a CamVid folder (``<split>/*.jpg`` + ``<split>annot/*.png``), checking pairs.
+
+    ``root`` defaults to the shared copy (:data:`~imse_seg.third_party.CAMVID`); a missing folder raises
+    :class:`~imse_seg.third_party.MissingThirdPartyFile` naming the path expected and where CamVid comes
+    from, an incomplete one :class:`CamVidError`.
+    """
+    root = CAMVID.require(root)
     if not root.is_dir():
-        raise CamVidError(f'CamVid folder {root} does not exist; the project ships it in data/camvid')
+        raise CamVidError(f'CamVid folder {root} is not a folder')
     missing = [name for split in SPLITS for name in (split, f'{split}annot') if not (root / name).is_dir()]
     if missing:
         raise CamVidError(f'CamVid folder {root} is incomplete: no {", ".join(missing)} folder')
@@ -146,8 +171,24 @@ def spread(frames: list[CamVidFrame], count: int, group: int = 0, groups: int = 
     return [frames[int((j + group / groups) * len(frames) / count)] for j in range(count)]
 
 
+def _pool(frames: list[CamVidFrame], splits: tuple[str, ...], sequences: tuple[str, ...]
+          ) -> list[CamVidFrame]:
+    """The frames of ``sequences`` in CamVid ``splits``, in path order (sequence, then time)."""
+    chosen = [f for f in frames if f.sequence in sequences and f.split in splits]
+    if not chosen:
+        raise CamVidError(f'CamVid folder is incomplete: no frame of {"/".join(sequences)} in split(s) '
+                          f'{"/".join(splits)}')
+    return sorted(chosen, key=lambda f: (f.sequence, f.stem))
+
+
+def interleave(frames: list[CamVidFrame], conditions: tuple[str, ...], count: int
+               ) -> dict[str, list[CamVidFrame]]:
+    """``count`` frames for each of ``conditions``, interleaved over ``frames`` (:func:`spread`)."""
+    return {c: spread(frames, count, g, len(conditions)) for g, c in enumerate(conditions)}
+
+
 def plan_demo(frames: list[CamVidFrame], frames_per_condition: int) -> list[DemoItem]:
-    """Assign CamVid frames to the source domain, the reported target stream and the tuning stream.
+    """The tiny-SegFormer demo: a source domain, a reported target stream and a tuning stream.
 
     Cityscapes layout: ``train`` = daylight train frames of 0006R0 and 0016E5, ``val`` = CamVid val
     (0016E5), ``test`` = the clear originals of the target's fog, rain and snow frames (a clear reference on
@@ -155,28 +196,51 @@ def plan_demo(frames: list[CamVidFrame], frames_per_condition: int) -> list[Demo
     interleaved Seq05VD frames and night on 0001TP (dusk) frames; split ``val`` (tuning) = all four
     conditions on interleaved CamVid val frames.
     """
-    def pool(split: str | None, sequences: tuple[str, ...]) -> list[CamVidFrame]:
-        chosen = [f for f in frames if f.sequence in sequences and split in (None, f.split)]
-        if not chosen:
-            where = f'split {split!r}' if split else 'any split'
-            raise CamVidError(f'CamVid folder is incomplete: no frame of {"/".join(sequences)} in {where}')
-        return sorted(chosen, key=lambda f: f.stem)
-
-    source = pool('train', SOURCE_SEQUENCES)
-    val = pool('val', (VAL_SEQUENCE,))
-    clear_target = pool('test', (CLEAR_TARGET_SEQUENCE,))
-    dusk = pool(None, (DUSK_SEQUENCE,))
+    source = _pool(frames, ('train',), SOURCE_SEQUENCES)
+    val = _pool(frames, ('val',), (VAL_SEQUENCE,))
+    clear_target = _pool(frames, ('test',), (CLEAR_TARGET_SEQUENCE,))
+    dusk = _pool(frames, SPLITS, (DUSK_SEQUENCE,))
     n = frames_per_condition
     items = [DemoItem('cityscapes', 'train', None, f) for f in source]
     items += [DemoItem('cityscapes', 'val', None, f) for f in val]
-    weather = {c: spread(clear_target, n, g, len(WEATHER_CONDITIONS))
-               for g, c in enumerate(WEATHER_CONDITIONS)}
+    weather = interleave(clear_target, WEATHER_CONDITIONS, n)
     test = sorted({f for chosen in weather.values() for f in chosen}, key=lambda f: f.stem)
     items += [DemoItem('cityscapes', 'test', None, f) for f in test]
     target = dict(weather, night=spread(dusk, n))
     items += [DemoItem('acdc', TARGET_SPLIT, c, f) for c in CONDITIONS for f in target[c]]
-    items += [DemoItem('acdc', TUNING_SPLIT, c, f) for g, c in enumerate(CONDITIONS)
-              for f in spread(val, n, g, len(CONDITIONS))]
+    items += [DemoItem('acdc', TUNING_SPLIT, c, f) for c, chosen in interleave(val, CONDITIONS, n).items()
+              for f in chosen]
+    return items
+
+
+def plan_camvid_stream(frames: list[CamVidFrame], frames_per_condition: int) -> list[DemoItem]:
+    """The EfficientViT benchmark: a reported and a tuning fog -> night -> rain -> snow stream, each frame
+    also written clear, from sequences that share nothing.
+
+    **Reported** (ACDC split ``train``), from Seq05VD (CamVid test) and 0006R0 (train), both daylight, and
+    0001TP (train + test, real dusk): night is rendered on daylight frames only, ``n`` of them spread over
+    the daylight pool; fog, rain and snow interleave over all the other reported frames (daylight and dusk),
+    so each sees the same mix of scenes. **Tuning** (split ``val``), from 0016E5 (train + val, daylight):
+    the pool's even positions carry fog and rain, the odd ones night and snow. When a pool holds fewer than
+    its conditions need (the defaults: 296 frames for 3 x 100, 152-153 for 2 x 100), interleaved conditions
+    reuse frames, rendered differently; the pairing keeps reuse between conditions that are not neighbours
+    in the stream (fog-rain, night-snow). The clear original of every frame goes to condition folder
+    ``clear_<condition>``, so a model's score under a condition and on the same frames clear can be compared.
+    """
+    n = frames_per_condition
+    daylight = _pool(frames, SPLITS, REPORTED_DAYLIGHT)
+    dusk = _pool(frames, SPLITS, REPORTED_DUSK)
+    tuning = _pool(frames, SPLITS, TUNING_SEQUENCES)
+    night = spread(daylight, n)
+    taken = set(night)
+    rest = sorted([f for f in daylight if f not in taken] + dusk, key=lambda f: (f.sequence, f.stem))
+    reported = dict(night=night, **interleave(rest, WEATHER_CONDITIONS, n))
+    tuned = {**interleave(tuning[0::2], ('fog', 'rain'), n), **interleave(tuning[1::2], ('night', 'snow'), n)}
+    items = []
+    for split, chosen in ((TARGET_SPLIT, reported), (TUNING_SPLIT, tuned)):
+        for condition in CONDITIONS:
+            for folder in (condition, f'{CLEAR_PREFIX}{condition}'):
+                items += [DemoItem('acdc', split, folder, f) for f in chosen[condition]]
     return items
 
 
@@ -186,51 +250,60 @@ def frame_rng(seed: int, item: DemoItem) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, key]))
 
 
-def _resize(image: np.ndarray, label: np.ndarray, size: tuple[int, int] | None, name: str
-            ) -> tuple[np.ndarray, np.ndarray]:
+def shrink(image: np.ndarray, label: np.ndarray, size: tuple[int, int] | None, name: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` (area) and ``label`` (nearest) resized to ``size`` (H, W); never enlarged."""
     if size is None or size == image.shape[:2]:
         return image, label
     height, width = size
     if height > image.shape[0] or width > image.shape[1]:
-        raise CamVidError(f'size {height}x{width} exceeds the copied frames ({name} is '
+        raise CamVidError(f'size {height}x{width} exceeds the CamVid frames ({name} is '
                           f'{image.shape[0]}x{image.shape[1]}); the generator only shrinks them')
     return (cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA),
             cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT))
 
 
-def build_demo_tree(camvid_root: Path, out: Path, seed: int, frames_per_condition: int,
-                    size: tuple[int, int] | None = None, params: WeatherParams = WeatherParams(),
-                    progress: Callable[[str], None] = lambda message: None) -> dict:
-    """Write the whole demo tree under ``out`` and its ``manifest.json``; return the manifest.
+def make_frame(item: DemoItem, seed: int, params: WeatherParams, size: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The (RGB image, trainId labels) written for ``item``: the CamVid frame shrunk to ``size``, then
+    rendered with its weather (if any) at that size, so pixel-sized parameters refer to the written frame.
+    The generator and the calibration both call this, so they see the same pixels."""
+    image, label = shrink(*read_frame(item.frame), size, str(item.frame.image))
+    if item.weather is not None:
+        image = render(item.weather, image, label, frame_rng(seed, item), params)
+    return image, label
 
-    Weather is rendered on the copied frames, then frames and labels are shrunk to ``size`` (H, W) when
-    given (area for images, nearest for labels). The manifest records the arguments, the parameters, the
-    ordered frames of every stream and the SHA-256 of every file written.
+
+def build_demo_tree(out: Path, preset: DemoPreset, seed: int = 0, frames_per_condition: int | None = None,
+                    size: tuple[int, int] | None = None, camvid_root: str | Path | None = None,
+                    progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+    """Write ``preset``'s tree under ``out`` and its ``manifest.json``; return the manifest.
+
+    ``frames_per_condition`` and ``size`` (H, W) default to the preset's; ``camvid_root`` to the shared
+    CamVid copy. ``progress(done, total)`` is called after each frame is written. The manifest records the
+    preset, the arguments, the renderer parameters, the ordered frames of every stream and the SHA-256 of
+    every file.
     """
     out = Path(out)
-    items = plan_demo(list_camvid(camvid_root), frames_per_condition)
+    frames_per_condition = frames_per_condition or preset.frames_per_condition
+    size = size or preset.size
+    items = preset.plan(list_camvid(camvid_root), frames_per_condition)
     files: dict[str, str] = {}
     streams: dict[str, list[str]] = {}
-    groups: dict[tuple[str, str, str | None], list[DemoItem]] = {}
-    for item in items:
-        groups.setdefault((item.layout, item.split, item.condition), []).append(item)
-    for (layout, split, condition), members in groups.items():
-        for item in members:
-            image, label = read_frame(item.frame)
-            if condition is not None:
-                image = render(condition, image, label, frame_rng(seed, item), params)
-            image, label = _resize(image, label, size, str(item.frame.image))
-            frame = item.frame
-            paths = (cityscapes_paths(out, split, frame.sequence, frame.stem) if layout == 'cityscapes'
-                     else acdc_paths(out, condition, split, frame.sequence, frame.stem))
-            for path, array in zip(paths, (image, label)):
-                files[path.relative_to(out).as_posix()] = hashlib.sha256(write_png(path, array)).hexdigest()
-            written_size = list(image.shape[:2])
-        name = f'{layout}/{split}' + (f'/{condition}' if condition else '')
-        streams[name] = [item.frame.stem for item in members]
-        progress(f'{name}: {len(members)} frames')
-    manifest = dict(seed=seed, frames_per_condition=frames_per_condition,
-                    size=written_size, params=asdict(params),
+    written_size: list[int] = []
+    for done, item in enumerate(items, 1):
+        image, label = make_frame(item, seed, preset.weather, size)
+        frame = item.frame
+        paths = (cityscapes_paths(out, item.split, frame.sequence, frame.stem) if item.layout == 'cityscapes'
+                 else acdc_paths(out, item.condition, item.split, frame.sequence, frame.stem))
+        for path, array in zip(paths, (image, label)):
+            files[path.relative_to(out).as_posix()] = hashlib.sha256(write_png(path, array)).hexdigest()
+        name = f'{item.layout}/{item.split}' + (f'/{item.condition}' if item.condition else '')
+        streams.setdefault(name, []).append(frame.stem)
+        written_size = list(image.shape[:2])
+        progress(done, len(items))
+    manifest = dict(preset=preset.name, seed=seed, frames_per_condition=frames_per_condition,
+                    size=written_size, params=asdict(preset.weather),
                     target_split=TARGET_SPLIT, tuning_split=TUNING_SPLIT, streams=streams,
                     files=dict(sorted(files.items())))
     manifest_path = out / 'manifest.json'

@@ -1,12 +1,14 @@
-"""Adverse-condition renderers for the bundled demo benchmark: fog, night, rain and snow.
+"""Adverse-condition renderers for the benchmark streams: fog, night, rain and snow.
 
 Each renderer takes a clear RGB frame (``uint8``, H x W x 3), its label map in Cityscapes trainIds (255 =
 ignore) and a ``numpy.random.Generator``, and returns a new ``uint8`` RGB frame; the labels never change.
 The output depends only on these inputs and the parameters, so a fixed seed gives bit-identical frames.
-The strengths are plain dataclass fields whose defaults are calibrated against the bundled source model
-on the tuning stream (``tools/calibrate_demo.py``, ``docs/demo_source.md``). Rain and snow use
-albumentations' maintained transforms; only what none provides is written here: the atmospheric scattering
-model with its depth, and low light.
+The strengths are plain dataclass fields. A severity means something only against a model: the defaults
+are calibrated on the tuning stream against the published EfficientViT-Seg-B0 Cityscapes model, and
+:data:`TINY_SEGFORMER_WEATHER` against the bundled tiny SegFormer (``tools/calibrate_demo.py``,
+``docs/demo_data.md``). Rain and snow use albumentations' maintained transforms (streaks, lens drops, snow
+cover, blur); only what none provides is written here: the atmospheric scattering model with its depth,
+and low light.
 """
 from __future__ import annotations
 
@@ -35,10 +37,10 @@ class FogParams:
     """Fog by the atmospheric scattering model ``I = J t + A (1 - t)``, ``t = exp(-beta d)``.
 
     ``beta`` (1/m) and ``airlight`` (A, fraction of white) are drawn uniformly per frame from their ranges;
-    meteorological visibility is about ``3 / beta`` (defaults: 50-100 m). The depth ``d`` comes from
+    meteorological visibility is about ``3 / beta`` (defaults: 30-60 m). The depth ``d`` comes from
     :func:`ground_plane_depth` with the camera below; sky is at infinite depth (pure airlight).
     """
-    beta: Range = (0.03, 0.06)
+    beta: Range = (0.05, 0.1)
     airlight: Range = (0.75, 0.85)
     horizon: float = 0.46
     camera_height_m: float = 1.2
@@ -48,70 +50,90 @@ class FogParams:
 
 @dataclass(frozen=True)
 class NightParams:
-    """Low light: re-expose to a dark mean luma, tint, add light sources, then shot and read noise.
+    """Low light: dark sky, re-exposure to a dark mean luma, tint, light sources, shot and read noise.
 
-    The frame is linearised (gamma 2.2), scaled so that its mean display luma (0-255, BT.601 weights) is
-    ``target_luma`` drawn per frame (real dusk frames and daylight frames end equally dark), tinted by
-    ``tint`` (linear RGB gains), given ``lights`` Gaussian light sources on average (Poisson count, centred
-    on buildings, poles, traffic lights and cars; glow sigma ``light_radius`` x height, peak linear
-    radiance ``light_gain``), and finally noised with a Poisson-Gaussian sensor model in linear light:
-    variance ``shot_noise * x + read_noise**2``.
+    The frame is linearised (gamma 2.2); sky pixels (from the labels) are scaled by ``sky_gain``, since a
+    night sky is no longer the brightest thing in view; the frame is then scaled so that its mean display
+    luma (0-255, BT.601 weights) is ``target_luma`` drawn per frame (any frame, daylight or dusk, ends
+    equally dark), tinted by ``tint`` (linear RGB gains), given ``lights`` Gaussian light sources on average
+    (Poisson count, centred on buildings, poles, traffic lights and cars; glow sigma ``light_radius`` x
+    height, peak linear radiance ``light_gain``), and finally noised with a Poisson-Gaussian sensor model in
+    linear light: variance ``shot_noise * x + read_noise**2``.
     """
-    target_luma: Range = (18.0, 28.0)
+    target_luma: Range = (33.0, 43.0)
     tint: tuple[float, float, float] = (0.9, 0.95, 1.1)
     lights: float = 10.0
     light_radius: float = 0.012
     light_gain: float = 0.8
     shot_noise: float = 0.002
     read_noise: float = 0.004
+    sky_gain: float = 0.3
 
 
 @dataclass(frozen=True)
 class RainParams:
-    """Rain: albumentations ``RandomRain`` streaks, a light scattering haze and ``Spatter`` lens drops.
+    """Rain: a scattering haze, a wet-windshield blur, ``RandomRain`` streaks and ``Spatter`` lens drops.
 
-    ``rain_type``, ``drop_length``, ``drop_width``, ``blur`` and ``brightness`` go to ``RandomRain``
-    (``rain_type`` sets the number of streaks: H / 4 for ``drizzle``, H / 3 ``default``, H ``heavy``,
-    2 H ``torrential``; ``slant`` is its ``slant_range``: the horizontal pixel offset of a streak).
     ``haze_beta`` (1/m, per frame range) applies :class:`FogParams`' scattering model (default camera) with
-    a grey airlight of 0.6 for the dim, low-contrast look of rain. ``lens_drops`` is ``Spatter``'s ``mean``
-    (mode ``rain``, grey drops): the share of the lens covered grows with it, about 1% at 0.58, 3.5% at
-    0.60, 9% at 0.62 and 18% at 0.64; ``None`` renders no lens drops. Pixel sizes refer to the frame size
-    rendered (the copied frames, 120 x 160).
+    a grey airlight of 0.6 for the dim, low-contrast look of rain. ``blur_sigma`` (pixels, per frame
+    range) blurs the whole view as a film of water on the lens does (albumentations ``GaussianBlur``;
+    ``None``: sharp). ``rain_type``, ``drop_length``, ``drop_width``, ``blur`` and ``brightness`` go to
+    ``RandomRain`` (``rain_type`` sets the number of streaks: H / 4 for ``drizzle``, H / 3 ``default``,
+    H ``heavy``, 2 H ``torrential``; ``slant`` is its ``slant_range``: the horizontal pixel offset of a
+    streak). ``lens_drops`` is ``Spatter``'s ``mean`` (mode ``rain``, grey drops): the share of the lens
+    covered grows with it, about 1% at 0.58, 2% at 0.59, 3.5% at 0.60, 9% at 0.62 and 18% at 0.64, at
+    120 x 160 and 240 x 320 alike; ``None`` renders no lens drops. Pixel sizes refer to the frame as
+    rendered (the written size).
     """
-    rain_type: Literal['drizzle', 'heavy', 'torrential', 'default'] = 'drizzle'
-    drop_length: int = 10
+    rain_type: Literal['drizzle', 'heavy', 'torrential', 'default'] = 'default'
+    drop_length: int = 15
     drop_width: int = 1
     slant: Range = (-5.0, 5.0)
     blur: int = 3
     brightness: float = 0.8
-    haze_beta: Range = (0.004, 0.008)
-    lens_drops: float | None = 0.58
+    haze_beta: Range = (0.006, 0.012)
+    lens_drops: float | None = 0.59
+    blur_sigma: Range | None = (0.5, 1.0)
 
 
 @dataclass(frozen=True)
 class SnowParams:
-    """Snow: albumentations ``RandomSnow`` cover (``bleach``), falling flakes and a bright haze.
+    """Snow: albumentations ``RandomSnow`` cover (``bleach``), a bright haze and falling flakes.
 
     ``snow_point`` and ``brightness`` go to ``RandomSnow(method='bleach')``, which lightens the darker
-    surfaces as if covered by snow. Flakes are short white ``RandomRain`` streaks (``flakes`` is the
-    density preset, ``flake_size`` their length and width in pixels). ``haze_beta`` (1/m, per frame
-    range) applies the scattering model with a white airlight of 0.9 for falling-snow visibility.
+    surfaces as if covered by snow. ``haze_beta`` (1/m, per frame range) applies the scattering model with a
+    white airlight of 0.9 for falling-snow visibility. Flakes are short white ``RandomRain`` streaks
+    (``flakes`` is the density preset, ``flake_size`` their length and width in pixels of the frame as
+    rendered).
     """
     snow_point: Range = (0.2, 0.35)
     brightness: float = 2.0
     flakes: Literal['drizzle', 'heavy', 'torrential', 'default'] = 'heavy'
-    flake_size: int = 2
-    haze_beta: Range = (0.004, 0.008)
+    flake_size: int = 4
+    haze_beta: Range = (0.01, 0.02)
 
 
 @dataclass(frozen=True)
 class WeatherParams:
-    """The parameters of all four renderers, as one value to store in a manifest or pass around."""
+    """The parameters of all four renderers, as one value to store in a manifest or pass around.
+
+    The defaults are calibrated against the published EfficientViT-Seg-B0 Cityscapes model at 1.5x input
+    on CamVid's 240 x 320 frames (preset ``efficientvit``, docs/demo_data.md).
+    """
     fog: FogParams = field(default_factory=FogParams)
     night: NightParams = field(default_factory=NightParams)
     rain: RainParams = field(default_factory=RainParams)
     snow: SnowParams = field(default_factory=SnowParams)
+
+
+TINY_SEGFORMER_WEATHER = WeatherParams(
+    fog=FogParams(beta=(0.03, 0.06)),
+    night=NightParams(target_luma=(18.0, 28.0), sky_gain=1.0),
+    rain=RainParams(rain_type='drizzle', drop_length=10, haze_beta=(0.004, 0.008), lens_drops=0.58,
+                    blur_sigma=None),
+    snow=SnowParams(flake_size=2, haze_beta=(0.004, 0.008)))
+"""The parameters calibrated against the bundled tiny SegFormer on 120 x 160 frames (preset
+``tiny_segformer``, docs/demo_source.md)."""
 
 
 def ground_plane_depth(label: np.ndarray, params: FogParams = FogParams()) -> np.ndarray:
@@ -202,8 +224,9 @@ def _light_sources(label: np.ndarray, rng: np.random.Generator, params: NightPar
 
 def render_night(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                  params: NightParams = NightParams()) -> np.ndarray:
-    """Low light with light sources and sensor noise (see :class:`NightParams`)."""
+    """Low light with a dark sky, light sources and sensor noise (see :class:`NightParams`)."""
     linear = (image.astype(np.float64) / 255.0) ** 2.2
+    linear = np.where((label == SKY_ID)[..., None], linear * params.sky_gain, linear)
     linear = linear * np.array(params.tint)
     linear = linear * _exposure_gain(linear, rng.uniform(*params.target_luma))
     linear = linear + _light_sources(label, rng, params)
@@ -224,8 +247,11 @@ def _haze(image: np.ndarray, label: np.ndarray, beta: float, airlight: float) ->
 
 def render_rain(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                 params: RainParams = RainParams()) -> np.ndarray:
-    """Rain streaks, haze and lens drops (see :class:`RainParams`)."""
+    """Haze, wet-lens blur, rain streaks and lens drops, in that order (see :class:`RainParams`)."""
     out = _haze(image, label, rng.uniform(*params.haze_beta), 0.6)
+    if params.blur_sigma is not None:
+        wet_lens = A.GaussianBlur(blur_limit=0, sigma_limit=params.blur_sigma, p=1.0)
+        out = _seeded(wet_lens, rng)(image=out)['image']
     streaks = A.RandomRain(slant_range=params.slant, drop_length=params.drop_length,
                            drop_width=params.drop_width, blur_value=params.blur,
                            brightness_coefficient=params.brightness, rain_type=params.rain_type, p=1.0)

@@ -50,8 +50,18 @@ def adapted_runner(method: str, checkpoint: Path, work_dir: Path) -> Runner:
     return runner
 
 
-@pytest.mark.parametrize('method', [name for name, value in METHODS.items()
-                                    if isinstance(value, dict) and 'type' in value])
+def is_method(value: object) -> bool:
+    """A methods-file entry that configures an adaptation method (not a component such as ``statistics``)."""
+    import imse_seg.seg  # noqa: F401  (registers every method)
+    from imse_seg.adaptation import AdaptationMethod
+    from imse_seg.registry import ADAPTATION
+    if not (isinstance(value, dict) and 'type' in value):
+        return False
+    component = ADAPTATION.get(value['type'])
+    return isinstance(component, type) and issubclass(component, AdaptationMethod)
+
+
+@pytest.mark.parametrize('method', [name for name, value in METHODS.items() if is_method(value)])
 def test_every_method_runs_and_adapts(checkpoint, tmp_path, method) -> None:
     runner = adapted_runner(method, checkpoint, tmp_path)
     assert (tmp_path / 'results.jsonl').exists()

@@ -5,7 +5,6 @@ import copy
 from typing import Any, Mapping
 
 import torch
-from mmengine.logging import print_log
 from mmengine.registry import OPTIMIZERS
 from torch import Tensor, nn
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from imse_seg.adaptation import DivergenceGuard, EntropyAdaptation, NormStatisticsAdaptation, apply_norm_statistics
-from imse_seg.core.norm_statistics import (BlendedStatistics, TestStatistics, norm_statistics_of,
+from imse_seg.core.norm_statistics import (BlendedStatistics, TestStatistics, batch_moments, norm_statistics_of,
                                            remove_norm_statistics, use_norm_statistics)
 from imse_seg.seg.adaptation import CoTTA
 from test_method_state import assert_resumes_exactly
@@ -92,6 +92,15 @@ def test_blend_matches_a_hand_computed_reference() -> None:
                              [[2.0 * (x - mean[0]) / math.sqrt(var[0] + 1e-5) + 0.5 for x in (5.0, 7.0)],
                               [(x - mean[1]) / math.sqrt(var[1] + 1e-5) - 1.0 for x in (14.0, 14.0)]]])
     torch.testing.assert_close(bn(inputs), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_blend_moments_stay_exact_when_the_mean_dwarfs_the_spread() -> None:
+    torch.manual_seed(0)
+    inputs = 1000.0 + torch.randn(2, 3, 16, 16)
+    mean, var = batch_moments(inputs)
+    var64, mean64 = torch.var_mean(inputs.double(), dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(mean.double(), mean64, rtol=1e-6, atol=0)
+    torch.testing.assert_close(var.double(), var64, rtol=1e-3, atol=0)
 
 
 def test_blend_differentiates_through_the_test_moments() -> None:

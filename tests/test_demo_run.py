@@ -1,6 +1,7 @@
-"""The bundled benchmark's command, reduced: a small demo tree, three methods, one round.
+"""The bundled benchmark's command, reduced: the EfficientViT stream at 4 frames per condition, one round.
 
-It runs ``tools/run_demo.py`` as a user does (data generation, one ``tools/adapt.py`` process per method,
+It runs ``tools/run_demo.py`` as ``make demo`` does (checkpoint conversion from the published file, one
+``tools/adapt.py`` process per method,
 the comparison table and the plot) and checks what it prints and writes: the table's shape, results
 rows for every condition, a source that matches its own recorded scores, and adaptation that changes
 the predictions. The full-size figures are in docs/results.md; none is hard-coded here.
@@ -13,7 +14,7 @@ import pytest
 
 from imse_seg.reporting import load_results
 from imse_seg.reporting.comparison import format_comparison, summarise_run
-from imse_seg.third_party import CAMVID
+from imse_seg.third_party import CAMVID, EFFICIENTVIT_B0_CITYSCAPES
 from shared_files import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,18 +23,19 @@ CONDITIONS = ['fog', 'night', 'rain', 'snow']
 
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory) -> tuple[Path, str]:
-    camvid = shared_path(CAMVID)
+    camvid, weights = shared_path(CAMVID), shared_path(EFFICIENTVIT_B0_CITYSCAPES)
     root = tmp_path_factory.mktemp('demo')
     data = root / 'data'
-    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--preset', 'tiny_segformer', '--camvid',
+    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--preset', 'efficientvit', '--camvid',
                     str(camvid), '--out', str(data), '--frames-per-condition', '4'], cwd=REPO, check=True,
                    capture_output=True)
     completed = subprocess.run(
-        [sys.executable, 'tools/run_demo.py', '--methods', 'source', 'tent', 'imse_stag', '--rounds', '1',
-         '--data', str(data), '--work-dir', str(root / 'runs')],
+        [sys.executable, 'tools/run_demo.py', '--rounds', '1', '--data', str(data), '--weights', str(weights),
+         '--checkpoint', str(root / 'b0.pth'), '--work-dir', str(root / 'runs')],
         cwd=REPO, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return root / 'runs' / 'train', completed.stdout
+    assert (root / 'b0.pth').exists()
+    return root / 'runs' / 'efficientvit' / 'train' / 'r1', completed.stdout
 
 
 def test_prints_and_writes_the_comparison_table(demo_run: tuple[Path, str]) -> None:
@@ -56,6 +58,20 @@ def test_each_method_scores_every_condition_and_adaptation_changes_results(
     source = summarise_run(runs['source'])
     assert source['mean'] == pytest.approx(sum(r['metrics']['mIoU'] for r in runs['source']) / 4)
     assert summarise_run(runs['imse_stag'])['conditions'] != source['conditions']
+
+
+def test_a_second_run_reuses_finished_methods_and_runs_only_the_new_ones(demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    root = out.parents[2]
+    before = {method: (out / method / 'results.jsonl').stat().st_mtime_ns for method in ('source', 'tent')}
+    completed = subprocess.run(
+        [sys.executable, 'tools/run_demo.py', '--methods', 'source', 'tent', 'bn_stats', '--rounds', '1',
+         '--data', str(root / 'data'), '--checkpoint', str(root / 'b0.pth'), '--work-dir', str(root / 'runs')],
+        cwd=REPO, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert 'source: reused' in completed.stdout and 'tent: reused' in completed.stdout
+    assert {method: (out / method / 'results.jsonl').stat().st_mtime_ns for method in before} == before
+    assert len(load_results(out / 'bn_stats')) == 4
 
 
 def test_comparison_refuses_runs_of_different_streams(demo_run: tuple[Path, str]) -> None:

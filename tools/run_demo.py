@@ -1,29 +1,42 @@
-"""The bundled CPU benchmark end to end: generate the demo data, adapt with every method, compare.
+"""The bundled CPU benchmark end to end: make the data and the checkpoint, adapt with each method, compare.
 
-    python tools/run_demo.py [--methods source tent cotta imse tent_stag imse_stag] [--rounds N]
-        [--split train|val] [--jobs J] [--work-dir work_dirs/demo] [--data data/demo] [--camvid DIR]
+    python tools/run_demo.py [--all | --long | --ablations | --methods M ...] [--rounds N] [--split train|val]
+        [--benchmark efficientvit|tiny_segformer] [--jobs J] [--work-dir work_dirs/demo] [--data DIR]
+        [--camvid DIR] [--weights FILE] [--checkpoint FILE] [--cfg-options KEY=VALUE ...]
 
-1. writes the demo tree (``tools/make_demo_data.py --preset tiny_segformer``: CamVid frames, read from
-   ``--camvid``, ``$IMSE_SEG_CAMVID`` or ``../shared/data/camvid``, as a Cityscapes-layout source and an
-   ACDC-layout fog -> night -> rain -> snow stream at 120 x 160) unless ``--data`` already holds one;
-2. runs ``tools/adapt.py configs/demo_ctta_<method>.py`` for each method into
-   ``<work-dir>/<split>/<method>/`` (its output in ``adapt.log`` there), ``--jobs`` processes at a time,
-   each with an equal share of the CPU's threads: on this model one thread per process is faster than
-   two threads fighting over two cores. A progress bar counts the stream segments finished;
-3. prints the comparison table (per condition, first and last round, mean, seconds per image) and writes
-   it to ``<work-dir>/<split>/summary.md`` with the plot of every method along the stream,
-   ``<work-dir>/<split>/miou_stream.png``.
+The default benchmark (``efficientvit``, docs/results.md) is the published EfficientViT-Seg-B0 Cityscapes
+model adapting online, batch 1, to CamVid frames under fog -> night -> rain -> snow (docs/demo_data.md):
 
-``--split train`` is the reported stream (frames the source never saw); ``--split val`` is the tuning
-stream rendered from clear validation frames, the one hyper-parameters were chosen on.
+1. converts the authors' checkpoint (``--weights``, ``$IMSE_SEG_EFFICIENTVIT_B0`` or
+   ``../shared/weights/efficientvit_seg_b0_cityscapes.pt``) to ``--checkpoint`` (default: the configs'
+   ``load_from``) unless it is there, and writes the stream (``tools/make_demo_data.py --preset
+   efficientvit``, CamVid read from ``--camvid``, ``$IMSE_SEG_CAMVID`` or ``../shared/data/camvid``)
+   unless ``--data`` already holds one;
+2. runs ``tools/adapt.py configs/<benchmark config>_<method>.py`` for each method into
+   ``<work-dir>/<benchmark>/<split>/r<rounds>/<method>/`` (its output in ``adapt.log`` there), ``--jobs``
+   processes at a time, the slowest first, each with an equal share of the CPU's threads (one thread per
+   process is faster here than two threads fighting over two cores). A method whose results there are
+   complete and came from the same command is reused, so ``--all`` after the default run adds only the
+   missing methods. A progress bar counts the stream segments finished;
+3. prints the comparison table (per condition averaged over rounds, first and last round, mean, seconds
+   per image) and writes it to ``summary.md`` beside the runs with the plot of every method along the
+   stream, ``miou_stream.png``.
+
+Method sets: the default is source, TENT and IMSE+STAG over the 3-round stream; ``--all`` every method of
+the benchmark's methods file (the docs' main table); ``--long`` source, TENT, CoTTA, IMSE and IMSE+STAG over
+10 rounds; ``--ablations`` the flagship with one component changed at a time. ``--split train`` is the
+reported stream; ``--split val`` the tuning stream, the only one hyper-parameters were chosen on.
+``--benchmark tiny_segformer`` runs the first demo instead (a SegFormer trained here, 120 x 160 frames).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mmengine.config import Config
@@ -31,47 +44,109 @@ from tqdm import tqdm
 
 from imse_seg.reporting import RESULTS_JSONL, atomic_write_text, load_results
 from imse_seg.reporting.comparison import format_comparison
+from imse_seg.third_party import EFFICIENTVIT_B0_CITYSCAPES, MissingThirdPartyFile
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ['source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag']
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A stream the demo runs: its configs (``configs/<config_prefix><method>.py``), its data preset and the
+    method sets of the command line. ``convert_from``: the published checkpoint converted to the configs'
+    ``load_from`` when it is missing (None: the checkpoint is this project's own)."""
+    name: str
+    config_prefix: str
+    preset: str
+    data: str
+    default: tuple[str, ...]
+    all: tuple[str, ...]
+    long: tuple[str, ...]
+    ablations: tuple[str, ...]
+    convert_from: str | None
+
+
+BENCHMARKS = {benchmark.name: benchmark for benchmark in (
+    Benchmark('efficientvit', 'efficientvit_camvid_ctta_', 'efficientvit', 'data/camvid_stream',
+              default=('source', 'tent', 'imse_stag'),
+              all=('source', 'bn_stats', 'bn_stats_blend', 'tent', 'tent_stag', 'sar', 'cotta', 'vida',
+                   'imse', 'imse_stag'),
+              long=('source', 'tent', 'cotta', 'imse', 'imse_stag'),
+              ablations=('imse_stag', 'imse_stag_no_diversity', 'imse_stag_no_retrieval', 'imse',
+                         'imse_stag_no_sam', 'imse_stag_weight_alignment', 'imse_stag_row_alignment'),
+              convert_from='efficientvit'),
+    Benchmark('tiny_segformer', 'demo_ctta_', 'tiny_segformer', 'data/demo',
+              default=('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag'),
+              all=('source', 'bn_stats', 'bn_stats_blend', 'tent', 'tent_stag', 'sar', 'cotta', 'vida',
+                   'imse', 'imse_stag'),
+              long=('source', 'tent', 'cotta', 'imse', 'imse_stag'),
+              ablations=('imse_stag', 'imse_stag_no_diversity', 'imse_stag_no_retrieval', 'imse'),
+              convert_from=None),
+)}
+LONG_ROUNDS = 10
+COST = {'source': 0.04, 'bn_stats': 0.06, 'bn_stats_blend': 0.07, 'tent': 0.18, 'tent_stag': 0.19, 'sar': 0.2,
+        'imse_stag_no_sam': 0.22, 'imse': 0.4, 'imse_stag': 0.4, 'vida': 1.5, 'cotta': 3.2}
+"""Seconds per image on one CPU thread (EfficientViT-B0, docs/benchmarks.md), only to start the slowest
+runs first so that ``--jobs`` processes finish together; a method not listed counts as an ``imse_stag``."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--methods', nargs='+', default=METHODS,
-                        help='methods to run, each configs/demo_ctta_<method>.py (default: the six)')
+    parser.add_argument('--benchmark', choices=sorted(BENCHMARKS), default='efficientvit',
+                        help='which stream and model (default: efficientvit, the published B0 on CamVid)')
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument('--methods', nargs='+', help='methods to run, each configs/<prefix><method>.py')
+    chosen.add_argument('--all', action='store_true', help="every method (the docs' main table)")
+    chosen.add_argument('--ablations', action='store_true', help='the flagship, one component changed at a time')
+    parser.add_argument('--long', action='store_true',
+                        help=f'{LONG_ROUNDS} rounds; with no --methods: source, TENT, CoTTA, IMSE, IMSE+STAG')
     parser.add_argument('--rounds', type=int, default=None, help='rounds of the stream (default: config)')
     parser.add_argument('--split', choices=['train', 'val'], default='train',
                         help='ACDC split streamed: train = reported, val = tuning (default train)')
     parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
                         help='methods run at once (default: 2, or 1 on a one-core machine)')
     parser.add_argument('--work-dir', type=Path, default=Path('work_dirs/demo'), help='where runs go')
-    parser.add_argument('--data', type=Path, default=Path('data/demo'), help='the demo tree')
+    parser.add_argument('--data', type=Path, default=None,
+                        help="the stream's tree (default: the benchmark's, e.g. data/camvid_stream)")
     parser.add_argument('--camvid', type=Path, default=None,
-                        help='the CamVid folder the demo tree is made from (default: $IMSE_SEG_CAMVID or '
+                        help='the CamVid folder the stream is made from (default: $IMSE_SEG_CAMVID or '
                              '../shared/data/camvid)')
+    parser.add_argument('--weights', type=Path, default=None,
+                        help="the authors' EfficientViT-Seg-B0 Cityscapes .pt (default: "
+                             f'${EFFICIENTVIT_B0_CITYSCAPES.env} or ../shared/{EFFICIENTVIT_B0_CITYSCAPES.relative})')
+    parser.add_argument('--checkpoint', type=Path, default=None,
+                        help="the source model's checkpoint (default: the configs' load_from); converted from "
+                             '--weights when missing')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='extra overrides passed to every run, e.g. custom_hooks.0.method.sam_rho=0.1')
     args = parser.parse_args(argv)
+    benchmark = BENCHMARKS[args.benchmark]
     if args.rounds is not None and args.rounds < 1:
         parser.error('--rounds must be positive')
     if args.jobs < 1:
         parser.error('--jobs must be positive')
-    for method in args.methods:
-        if not method_config(method).exists():
-            parser.error(f'no config for method {method!r}: {method_config(method)} does not exist')
+    if args.long and args.rounds is not None:
+        parser.error('--long means 10 rounds; give --rounds or --long, not both')
+    if args.long:
+        args.rounds = LONG_ROUNDS
+    args.method_list = list(args.methods or (benchmark.all if args.all else benchmark.ablations if args.ablations
+                                             else benchmark.long if args.long else benchmark.default))
+    args.data = args.data or Path(benchmark.data)
+    for method in args.method_list:
+        if not method_config(benchmark, method).exists():
+            parser.error(f'no config for method {method!r}: {method_config(benchmark, method)} does not exist')
     return args
 
 
-def method_config(method: str) -> Path:
-    """The demo config of one method."""
-    return REPO / 'configs' / f'demo_ctta_{method}.py'
+def method_config(benchmark: Benchmark, method: str) -> Path:
+    """The config of one method on ``benchmark``."""
+    return REPO / 'configs' / f'{benchmark.config_prefix}{method}.py'
 
 
-def stream_segments(config: Path, rounds: int | None) -> int:
-    """How many segments (condition x round) a run of ``config`` scores."""
+def stream_segments(config: Path, rounds: int | None) -> tuple[int, int]:
+    """``(rounds, segments)``: the rounds a run of ``config`` streams and the segments it scores."""
     cfg = Config.fromfile(str(config), import_custom_modules=False)
-    return (rounds or cfg.test_cfg.rounds) * len(cfg.test_cfg.segments)
+    rounds = rounds or cfg.test_cfg.rounds
+    return rounds, rounds * len(cfg.test_cfg.segments)
 
 
 def child_env(jobs: int) -> dict[str, str]:
@@ -86,26 +161,77 @@ def finished_segments(work_dir: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def run_methods(args: argparse.Namespace, out: Path) -> None:
+RUN_FILE = 'run_demo.json'
+
+
+def is_complete(work_dir: Path, command: list[str], segments: int) -> bool:
+    """Whether ``work_dir`` holds a finished run of exactly ``command`` (then it is reused, not re-run)."""
+    record = work_dir / RUN_FILE
+    if not record.exists() or finished_segments(work_dir) != segments:
+        return False
+    return json.loads(record.read_text()) == {'command': command, 'complete': True}
+
+
+def prepare_checkpoint(benchmark: Benchmark, args: argparse.Namespace) -> None:
+    """Convert the published checkpoint to ``--checkpoint`` (or the configs' ``load_from``) if it is missing."""
+    if args.checkpoint is None and benchmark.convert_from is None:
+        return
+    target = REPO / (args.checkpoint or Config.fromfile(str(method_config(benchmark, args.method_list[0])),
+                                                        import_custom_modules=False).load_from)
+    if target.exists() or benchmark.convert_from is None:
+        return
+    try:
+        source = EFFICIENTVIT_B0_CITYSCAPES.require(args.weights)
+    except MissingThirdPartyFile as error:
+        raise SystemExit(f'error: {error}') from None
+    print(f'converting {source} -> {target} ...', flush=True)
+    converted = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(source), str(target),
+                                '--format', benchmark.convert_from], cwd=REPO)
+    if converted.returncode != 0:
+        raise SystemExit(f'the checkpoint could not be converted (exit status {converted.returncode})')
+
+
+def prepare_data(benchmark: Benchmark, args: argparse.Namespace) -> None:
+    """Write the benchmark's stream to ``--data`` unless a complete tree is there."""
+    if (args.data / 'manifest.json').exists():
+        return
+    print(f'writing the {benchmark.preset} stream to {args.data} ...', flush=True)
+    camvid = ['--camvid', str(args.camvid)] if args.camvid else []
+    generated = subprocess.run([sys.executable, 'tools/make_demo_data.py', '--preset', benchmark.preset,
+                                '--out', str(args.data), *camvid], cwd=REPO)
+    if generated.returncode != 0:
+        raise SystemExit(f'the demo data could not be written (exit status {generated.returncode})')
+
+
+def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> None:
     """Run every method's ``tools/adapt.py``, ``args.jobs`` at a time, with a bar over finished segments."""
     options = [f'test_dataloader.dataset.data_root={args.data}', f'test_dataloader.dataset.split={args.split}']
     options += [f'test_cfg.rounds={args.rounds}'] if args.rounds else []
     options += args.cfg_options
-    waiting = list(args.methods)
+    checkpoint = ['--checkpoint', str(args.checkpoint)] if args.checkpoint else []
+    segments = {method: stream_segments(method_config(benchmark, method), args.rounds)[1]
+                for method in args.method_list}
+    commands = {method: ['tools/adapt.py', str(method_config(benchmark, method).relative_to(REPO)),
+                         '--work-dir', str(out / method), '--force', *checkpoint, '--cfg-options', *options]
+                for method in args.method_list}
+    waiting = sorted((method for method in args.method_list
+                      if not is_complete(out / method, commands[method], segments[method])),
+                     key=lambda method: -COST.get(method, COST['imse_stag']))
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
-    total = sum(stream_segments(method_config(method), args.rounds) for method in args.methods)
-    with tqdm(total=total, unit='segment', desc='demo', dynamic_ncols=True) as bar:
+    with tqdm(total=sum(segments.values()), unit='segment', desc='demo', dynamic_ncols=True) as bar:
+        for method in args.method_list:
+            if method not in waiting:
+                bar.write(f'{method}: reused the finished run in {out / method}')
         while waiting or running:
             while waiting and len(running) < args.jobs:
                 method = waiting.pop(0)
                 work_dir = out / method
                 work_dir.mkdir(parents=True, exist_ok=True)
                 (work_dir / RESULTS_JSONL).unlink(missing_ok=True)
+                (work_dir / RUN_FILE).unlink(missing_ok=True)
                 log = open(work_dir / 'adapt.log', 'w')
-                command = [sys.executable, 'tools/adapt.py', str(method_config(method)), '--work-dir',
-                           str(work_dir), '--force', '--cfg-options', *options]
-                process = subprocess.Popen(command, cwd=REPO, env=child_env(args.jobs), stdout=log,
-                                           stderr=subprocess.STDOUT)
+                process = subprocess.Popen([sys.executable, *commands[method]], cwd=REPO,
+                                           env=child_env(args.jobs), stdout=log, stderr=subprocess.STDOUT)
                 log.close()
                 running[method] = (process, work_dir, time.perf_counter())
             time.sleep(1)
@@ -118,31 +244,30 @@ def run_methods(args: argparse.Namespace, out: Path) -> None:
                         other.terminate()
                     raise SystemExit(f'{method} failed with exit code {process.returncode}; its log is '
                                      f'{work_dir / "adapt.log"}')
+                atomic_write_text(work_dir / RUN_FILE,
+                                  json.dumps({'command': commands[method], 'complete': True}))
                 bar.write(f'{method}: done in {time.perf_counter() - started:.0f} s ({work_dir})')
-            bar.n = sum(finished_segments(out / method) for method in args.methods
-                        if method not in waiting)
+            bar.n = sum(finished_segments(out / method) for method in args.method_list if method not in waiting)
             bar.refresh()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    benchmark = BENCHMARKS[args.benchmark]
     started = time.perf_counter()
-    if not (args.data / 'manifest.json').exists():
-        print(f'writing the demo data to {args.data} ...', flush=True)
-        camvid = ['--camvid', str(args.camvid)] if args.camvid else []
-        generated = subprocess.run([sys.executable, 'tools/make_demo_data.py', '--preset', 'tiny_segformer',
-                                    '--out', str(args.data), *camvid], cwd=REPO)
-        if generated.returncode != 0:
-            raise SystemExit(f'the demo data could not be written (exit status {generated.returncode})')
-    out = args.work_dir / args.split
-    run_methods(args, out)
-    runs = {method: load_results(out / method) for method in args.methods}
+    prepare_checkpoint(benchmark, args)
+    prepare_data(benchmark, args)
+    rounds, _ = stream_segments(method_config(benchmark, args.method_list[0]), args.rounds)
+    out = args.work_dir / benchmark.name / args.split / f'r{rounds}'
+    run_methods(benchmark, args, out)
+    runs = {method: load_results(out / method) for method in args.method_list}
     table = format_comparison(runs)
     from imse_seg.reporting.plot import plot_stream  # matplotlib only when plotting
     plot = plot_stream(runs, out / 'miou_stream.png')
     command = ' '.join(['python', 'tools/run_demo.py', *(sys.argv[1:] if argv is None else argv)])
-    summary = (f'mIoU (%) on the demo stream (ACDC split `{args.split}`), per condition averaged over '
-               f'rounds; `{command}`\n\n{table}\n')
+    stream = 'reported' if args.split == 'train' else 'tuning'
+    summary = (f'mIoU (%) on the {benchmark.name} benchmark, {stream} stream (ACDC split `{args.split}`), '
+               f'{rounds} rounds, per condition averaged over rounds; `{command}`\n\n{table}\n')
     atomic_write_text(out / 'summary.md', summary)
     print(f'\n{summary}\nplot: {plot}\ntable: {out / "summary.md"}\n'
           f'done in {(time.perf_counter() - started) / 60:.1f} min', flush=True)

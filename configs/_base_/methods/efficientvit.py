@@ -94,3 +94,17 @@ vida = dict(
     optimizer=dict(type='Adam', lr=norm_lr / 10, betas=(0.9, 0.999)), adapter_lr=norm_lr / 100,
     views=dict(type='RandomViews', num_views=10),
     uncertainty_threshold=0.2, teacher_momentum=0.999, adapter_momentum=0.8, statistics=statistics)
+# Ablations of the flagship (docs/results.md, `tools/run_demo.py --ablations`): one component off or
+# changed at a time, everything else as `imse_stag`.
+imse_stag_no_diversity = dict(imse_stag, objective=dict(entropy=imse_stag['objective']['entropy'],
+                                                        stag=imse_stag['objective']['stag']))
+imse_stag_no_retrieval = dict(imse_stag, code_bank=None)
+imse_stag_no_sam = dict(imse_stag, sam_rho=None)
+# STAG's readings (methods.md 2; imse_seg/core/stag.py): (B) the gradient w.r.t. the classifier weights,
+# (C) w.r.t. the predicted class's row; (A), the feature gradient, is the default.
+imse_stag_weight_alignment = dict(
+    imse_stag, objective=dict(imse_stag['objective'],
+                              stag=dict(type='StagTerm', weight=1.0, alignment='StagWeightAlignment')))
+imse_stag_row_alignment = dict(
+    imse_stag, objective=dict(imse_stag['objective'],
+                              stag=dict(type='StagTerm', weight=1.0, alignment='StagRowAlignment')))

@@ -30,12 +30,13 @@ def demo_run(tmp_path_factory) -> tuple[Path, str]:
                     str(camvid), '--out', str(data), '--frames-per-condition', '4'], cwd=REPO, check=True,
                    capture_output=True)
     completed = subprocess.run(
-        [sys.executable, 'tools/run_demo.py', '--rounds', '1', '--data', str(data), '--weights', str(weights),
+        [sys.executable, 'tools/run_demo.py', '--rounds', '1', '--frames-per-condition', '4', '--data', str(data),
+         '--weights', str(weights),
          '--checkpoint', str(root / 'b0.pth'), '--work-dir', str(root / 'runs')],
         cwd=REPO, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (root / 'b0.pth').exists()
-    return root / 'runs' / 'efficientvit' / 'train' / 'r1', completed.stdout
+    return root / 'runs' / 'efficientvit' / 'train' / 'r1_4frames', completed.stdout
 
 
 def test_prints_and_writes_the_comparison_table(demo_run: tuple[Path, str]) -> None:
@@ -62,16 +63,29 @@ def test_each_method_scores_every_condition_and_adaptation_changes_results(
 
 def test_a_second_run_reuses_finished_methods_and_runs_only_the_new_ones(demo_run: tuple[Path, str]) -> None:
     out, _ = demo_run
-    root = out.parents[2]
+    root = out.parents[3]
     before = {method: (out / method / 'results.jsonl').stat().st_mtime_ns for method in ('source', 'tent')}
     completed = subprocess.run(
         [sys.executable, 'tools/run_demo.py', '--methods', 'source', 'tent', 'bn_stats', '--rounds', '1',
-         '--data', str(root / 'data'), '--checkpoint', str(root / 'b0.pth'), '--work-dir', str(root / 'runs')],
+         '--frames-per-condition', '4', '--data', str(root / 'data'), '--checkpoint', str(root / 'b0.pth'),
+         '--work-dir', str(root / 'runs')],
         cwd=REPO, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert 'source: reused' in completed.stdout and 'tent: reused' in completed.stdout
     assert {method: (out / method / 'results.jsonl').stat().st_mtime_ns for method in before} == before
     assert len(load_results(out / 'bn_stats')) == 4
+
+
+def test_a_tree_of_another_size_is_refused_in_one_line(demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    root = out.parents[3]
+    completed = subprocess.run(
+        [sys.executable, 'tools/run_demo.py', '--rounds', '1', '--data', str(root / 'data'), '--checkpoint',
+         str(root / 'b0.pth'), '--work-dir', str(root / 'refused')], cwd=REPO, capture_output=True, text=True)
+    assert completed.returncode == 2 and not (root / 'refused').exists()
+    assert completed.stderr.strip().splitlines()[-1] == (
+        f'error: {root / "data"} holds 4 frames per condition, not the 50 asked for: pass '
+        '--frames-per-condition 4 or another --data')
 
 
 def test_comparison_refuses_runs_of_different_streams(demo_run: tuple[Path, str]) -> None:

@@ -1,7 +1,8 @@
 """The bundled CPU benchmark end to end: make the data and the checkpoint, adapt with each method, compare.
 
-    python tools/run_demo.py [--all | --long | --ablations | --methods M ...] [--rounds N] [--split train|val]
-        [--benchmark efficientvit|tiny_segformer] [--jobs J] [--work-dir work_dirs/demo] [--data DIR]
+    python tools/run_demo.py [--all | --ablations | --methods M ...] [--long | --rounds N] [--split train|val]
+        [--frames-per-condition N] [--benchmark efficientvit|tiny_segformer] [--jobs J]
+        [--work-dir work_dirs/demo] [--data DIR]
         [--camvid DIR] [--weights FILE] [--checkpoint FILE] [--cfg-options KEY=VALUE ...]
 
 The default benchmark (``efficientvit``, docs/results.md) is the published EfficientViT-Seg-B0 Cityscapes
@@ -13,19 +14,21 @@ model adapting online, batch 1, to CamVid frames under fog -> night -> rain -> s
    efficientvit``, CamVid read from ``--camvid``, ``$IMSE_SEG_CAMVID`` or ``../shared/data/camvid``)
    unless ``--data`` already holds one;
 2. runs ``tools/adapt.py configs/<benchmark config>_<method>.py`` for each method into
-   ``<work-dir>/<benchmark>/<split>/r<rounds>/<method>/`` (its output in ``adapt.log`` there), ``--jobs``
+   ``<work-dir>/<benchmark>/<split>/r<rounds>[_<N>frames]/<method>/`` (its output in ``adapt.log`` there), ``--jobs``
    processes at a time, the slowest first, each with an equal share of the CPU's threads (one thread per
    process is faster here than two threads fighting over two cores). A method whose results there are
-   complete and came from the same command is reused, so ``--all`` after the default run adds only the
+   complete and came from the same command is reused, so ``--all`` after ``--methods tent`` adds only the
    missing methods. A progress bar counts the stream segments finished;
 3. prints the comparison table (per condition averaged over rounds, first and last round, mean, seconds
    per image) and writes it to ``summary.md`` beside the runs with the plot of every method along the
    stream, ``miou_stream.png``.
 
-Method sets: the default is source, TENT and IMSE+STAG over the 3-round stream; ``--all`` every method of
-the benchmark's methods file (the docs' main table); ``--long`` source, TENT, CoTTA, IMSE and IMSE+STAG over
-10 rounds; ``--ablations`` the flagship with one component changed at a time. ``--split train`` is the
-reported stream; ``--split val`` the tuning stream, the only one hyper-parameters were chosen on.
+Method sets: the default (``make demo``) is source, TENT and IMSE+STAG over the 3-round stream at 50 frames
+per condition, sized to end within 10 minutes on 2 cores; ``--all`` every method of the benchmark's methods
+file, ``--long`` source, TENT, CoTTA, IMSE and IMSE+STAG over 10 rounds, ``--ablations`` the flagship with
+one component changed at a time, each over the full stream of 100 frames per condition (the docs' tables).
+``--split train`` is the reported stream; ``--split val`` the tuning stream, the only one hyper-parameters
+were chosen on.
 ``--benchmark tiny_segformer`` runs the first demo instead (a SegFormer trained here, 120 x 160 frames).
 """
 from __future__ import annotations
@@ -43,8 +46,10 @@ from mmengine.config import Config
 from tqdm import tqdm
 
 from imse_seg.reporting import RESULTS_JSONL, atomic_write_text, load_results
-from imse_seg.reporting.comparison import format_comparison
-from imse_seg.third_party import EFFICIENTVIT_B0_CITYSCAPES, MissingThirdPartyFile
+from imse_seg.reporting.comparison import format_comparison, format_per_class
+from imse_seg.reporting.shift_detections import format_detections, score_detections
+from imse_seg.cli import exit_with
+from imse_seg.third_party import EFFICIENTVIT_B0_CITYSCAPES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +58,9 @@ REPO = Path(__file__).resolve().parents[1]
 class Benchmark:
     """A stream the demo runs: its configs (``configs/<config_prefix><method>.py``), its data preset and the
     method sets of the command line. ``convert_from``: the published checkpoint converted to the configs'
-    ``load_from`` when it is missing (None: the checkpoint is this project's own)."""
+    ``load_from`` when it is missing (None: the checkpoint is this project's own). ``frames``: frames per
+    condition of the full stream (the docs' tables); ``demo_frames``: of the default run, sized so that
+    ``make demo`` ends within 10 minutes on 2 cores."""
     name: str
     config_prefix: str
     preset: str
@@ -63,6 +70,8 @@ class Benchmark:
     long: tuple[str, ...]
     ablations: tuple[str, ...]
     convert_from: str | None
+    frames: int
+    demo_frames: int
 
 
 BENCHMARKS = {benchmark.name: benchmark for benchmark in (
@@ -73,14 +82,14 @@ BENCHMARKS = {benchmark.name: benchmark for benchmark in (
               long=('source', 'tent', 'cotta', 'imse', 'imse_stag'),
               ablations=('imse_stag', 'imse_stag_no_diversity', 'imse_stag_no_retrieval', 'imse',
                          'imse_stag_no_sam', 'imse_stag_weight_alignment', 'imse_stag_row_alignment'),
-              convert_from='efficientvit'),
+              convert_from='efficientvit', frames=100, demo_frames=50),
     Benchmark('tiny_segformer', 'demo_ctta_', 'tiny_segformer', 'data/demo',
               default=('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag'),
               all=('source', 'bn_stats', 'bn_stats_blend', 'tent', 'tent_stag', 'sar', 'cotta', 'vida',
                    'imse', 'imse_stag'),
               long=('source', 'tent', 'cotta', 'imse', 'imse_stag'),
               ablations=('imse_stag', 'imse_stag_no_diversity', 'imse_stag_no_retrieval', 'imse'),
-              convert_from=None),
+              convert_from=None, frames=25, demo_frames=25),
 )}
 LONG_ROUNDS = 10
 COST = {'source': 0.04, 'bn_stats': 0.06, 'bn_stats_blend': 0.07, 'tent': 0.18, 'tent_stag': 0.19, 'sar': 0.2,
@@ -105,8 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
                         help='methods run at once (default: 2, or 1 on a one-core machine)')
     parser.add_argument('--work-dir', type=Path, default=Path('work_dirs/demo'), help='where runs go')
+    parser.add_argument('--frames-per-condition', type=int, default=None,
+                        help='frames per condition of the stream (default: 50 for the default run, the full '
+                             "100 for --all, --long, --ablations and --methods; the benchmark's own for "
+                             'tiny_segformer)')
     parser.add_argument('--data', type=Path, default=None,
-                        help="the stream's tree (default: the benchmark's, e.g. data/camvid_stream)")
+                        help="the stream's tree (default: the benchmark's, e.g. data/camvid_stream, or "
+                             'data/camvid_stream_<N> for another --frames-per-condition)')
     parser.add_argument('--camvid', type=Path, default=None,
                         help='the CamVid folder the stream is made from (default: $IMSE_SEG_CAMVID or '
                              '../shared/data/camvid)')
@@ -130,7 +144,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rounds = LONG_ROUNDS
     args.method_list = list(args.methods or (benchmark.all if args.all else benchmark.ablations if args.ablations
                                              else benchmark.long if args.long else benchmark.default))
-    args.data = args.data or Path(benchmark.data)
+    default_run = not (args.methods or args.all or args.ablations or args.long)
+    args.frames = args.frames_per_condition or (benchmark.demo_frames if default_run else benchmark.frames)
+    if args.frames < 1:
+        parser.error('--frames-per-condition must be at least 1')
+    args.data = args.data or Path(benchmark.data if args.frames == benchmark.frames
+                                  else f'{benchmark.data}_{args.frames}')
     for method in args.method_list:
         if not method_config(benchmark, method).exists():
             parser.error(f'no config for method {method!r}: {method_config(benchmark, method)} does not exist')
@@ -180,10 +199,7 @@ def prepare_checkpoint(benchmark: Benchmark, args: argparse.Namespace) -> None:
                                                         import_custom_modules=False).load_from)
     if target.exists() or benchmark.convert_from is None:
         return
-    try:
-        source = EFFICIENTVIT_B0_CITYSCAPES.require(args.weights)
-    except MissingThirdPartyFile as error:
-        raise SystemExit(f'error: {error}') from None
+    source = EFFICIENTVIT_B0_CITYSCAPES.require(args.weights)
     print(f'converting {source} -> {target} ...', flush=True)
     converted = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(source), str(target),
                                 '--format', benchmark.convert_from], cwd=REPO)
@@ -192,13 +208,19 @@ def prepare_checkpoint(benchmark: Benchmark, args: argparse.Namespace) -> None:
 
 
 def prepare_data(benchmark: Benchmark, args: argparse.Namespace) -> None:
-    """Write the benchmark's stream to ``--data`` unless a complete tree is there."""
-    if (args.data / 'manifest.json').exists():
+    """Write the benchmark's stream to ``--data`` unless a complete tree of as many frames is there."""
+    manifest = args.data / 'manifest.json'
+    if manifest.exists():
+        frames = json.loads(manifest.read_text())['frames_per_condition']
+        if frames != args.frames:
+            raise FileExistsError(f'{args.data} holds {frames} frames per condition, not the {args.frames} '
+                                  f'asked for: pass --frames-per-condition {frames} or another --data')
         return
     print(f'writing the {benchmark.preset} stream to {args.data} ...', flush=True)
     camvid = ['--camvid', str(args.camvid)] if args.camvid else []
     generated = subprocess.run([sys.executable, 'tools/make_demo_data.py', '--preset', benchmark.preset,
-                                '--out', str(args.data), *camvid], cwd=REPO)
+                                '--out', str(args.data), '--frames-per-condition', str(args.frames), *camvid],
+                               cwd=REPO)
     if generated.returncode != 0:
         raise SystemExit(f'the demo data could not be written (exit status {generated.returncode})')
 
@@ -251,6 +273,25 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
             bar.refresh()
 
 
+def details(runs: dict[str, list[dict]], out: Path) -> str:
+    """The per-class IoU of the source and the flagship, and each code bank's detected shifts."""
+    text = ''
+    shown = {method: runs[method] for method in ('source', 'imse_stag') if method in runs}
+    if shown:
+        text += f'\nPer-class IoU (%), mean over all segments:\n\n{format_per_class(shown)}\n'
+    for method, records in runs.items():
+        events = out / method / 'bank_events.jsonl'
+        if events.exists():
+            score = score_detections(load_jsonl(events), records)
+            text += f'\nCode bank of {method}: detected shifts against the true boundaries\n\n' \
+                    f'{format_detections(score)}\n'
+    return text
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     benchmark = BENCHMARKS[args.benchmark]
@@ -258,16 +299,19 @@ def main(argv: list[str] | None = None) -> int:
     prepare_checkpoint(benchmark, args)
     prepare_data(benchmark, args)
     rounds, _ = stream_segments(method_config(benchmark, args.method_list[0]), args.rounds)
-    out = args.work_dir / benchmark.name / args.split / f'r{rounds}'
+    stream = f'r{rounds}' if args.frames == benchmark.frames else f'r{rounds}_{args.frames}frames'
+    out = args.work_dir / benchmark.name / args.split / stream
     run_methods(benchmark, args, out)
     runs = {method: load_results(out / method) for method in args.method_list}
     table = format_comparison(runs)
     from imse_seg.reporting.plot import plot_stream  # matplotlib only when plotting
     plot = plot_stream(runs, out / 'miou_stream.png')
     command = ' '.join(['python', 'tools/run_demo.py', *(sys.argv[1:] if argv is None else argv)])
-    stream = 'reported' if args.split == 'train' else 'tuning'
-    summary = (f'mIoU (%) on the {benchmark.name} benchmark, {stream} stream (ACDC split `{args.split}`), '
-               f'{rounds} rounds, per condition averaged over rounds; `{command}`\n\n{table}\n')
+    name = 'reported' if args.split == 'train' else 'tuning'
+    summary = (f'mIoU (%) on the {benchmark.name} benchmark, {name} stream (ACDC split `{args.split}`), '
+               f'{args.frames} frames per condition, {rounds} rounds, per condition averaged over rounds; '
+               f'`{command}`\n\n{table}\n'
+               + details(runs, out))
     atomic_write_text(out / 'summary.md', summary)
     print(f'\n{summary}\nplot: {plot}\ntable: {out / "summary.md"}\n'
           f'done in {(time.perf_counter() - started) / 60:.1f} min', flush=True)
@@ -275,4 +319,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_with(main)

@@ -63,11 +63,15 @@ def cycling(fn: Callable[[Tensor], object], inputs: list[Tensor]) -> Case:
 
 
 def spectral_parameters(methods: Mapping[str, Mapping]) -> SpectralParameters | None:
-    """The spectral conversion of the first method in ``methods`` that has one (IMSE's layers), or None."""
+    """The spectral conversion of the first method in ``methods`` that has one (IMSE's layers), or None.
+
+    Without the method's BatchNorm ``statistics``: ``spectral_inference`` against ``inference`` measures
+    what the conversion costs, not what normalising with other moments costs (that is ``step:bn_stats*``).
+    """
     for cfg in methods.values():
         parameters = cfg.get('parameters')
         if parameters is not None and parameters.get('type') == 'SpectralParameters':
-            return build_adaptation(parameters)
+            return build_adaptation(dict(parameters, statistics=None))
     return None
 
 

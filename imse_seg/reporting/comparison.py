@@ -62,3 +62,16 @@ def format_comparison(runs: Mapping[str, Sequence[Mapping[str, Any]]], metric: s
                       fmt(summary['first_round']), fmt(summary['last_round']), fmt(summary['mean']),
                       fmt(summary['seconds_per_image'], 3)])
     return '\n'.join('| ' + ' | '.join(line) + ' |' for line in lines)
+
+
+def format_per_class(runs: Mapping[str, Sequence[Mapping[str, Any]]], digits: int = 1) -> str:
+    """A markdown table of each class's IoU averaged over every segment of each run: classes as rows, runs
+    as columns, the classes in the order of the first run's records."""
+    if not runs:
+        raise ValueError('no runs to compare')
+    classes = list(next(iter(runs.values()))[0]['per_class'])
+    lines = ['| class | ' + ' | '.join(runs) + ' |', '| --- |' + ' ---: |' * len(runs)]
+    for name in classes:
+        cells = [mean_of_present([record['per_class'].get(name) for record in records]) for records in runs.values()]
+        lines.append(f'| {name} | ' + ' | '.join('-' if c is None else f'{c:.{digits}f}' for c in cells) + ' |')
+    return '\n'.join(lines)

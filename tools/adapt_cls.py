@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mmengine.config import Config, DictAction
 
-from imse_seg.cli import exit_with
+from imse_seg.cli import exit_with, read_config
 from imse_seg.cls.runner import run_classification
 
 
@@ -33,10 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> tuple[Config, Path]:
     """The config with the setting and command line applied, and the work dir."""
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     name = Path(args.config).stem
     if args.setting:
-        setting = Config.fromfile(args.setting)
+        setting = read_config(args.setting)
         cfg.stream = setting.stream
         cfg.data.update(setting.get('data', {}))
         name += '_' + Path(args.setting).stem

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 from timm.data import create_transform, resolve_model_data_config
 
-from imse_seg.registry import build_adaptation
+from imse_seg.registry import build_method
 from imse_seg.reporting import ResultsWriter, atomic_write_text, format_table
 from imse_seg.reporting.plot import plot_stream
 
@@ -37,10 +37,13 @@ logger = logging.getLogger('imse_seg.cls')
 def run_classification(cfg: Mapping[str, Any], work_dir: str | Path, force: bool = False) -> dict[str, float]:
     """Run the configured stream into ``work_dir`` (results.jsonl/csv, plot, bank events); return means.
 
-    The data folders and the checkpoint are checked before any image is adapted on: a missing folder, a
-    class count that differs between data and model, or a wrong checkpoint fails at once.
+    The method, the data folders and the checkpoint are checked before any image is adapted on: a method
+    of the segmentation path only, a missing folder, a class count that differs between data and model,
+    or a wrong checkpoint fails at once.
     """
     torch.manual_seed(cfg.get('seed', 0))
+    batch_size = cfg['data']['batch_size']
+    method = build_method(with_bank_batch_size(cfg['method'], batch_size), 'classification')
     stream = build_stream(cfg['stream'])
     folders = CorruptionFolders(cfg['data']['root'], stream.folders())
     model_cfg = dict(cfg['model'])
@@ -51,8 +54,7 @@ def run_classification(cfg: Mapping[str, Any], work_dir: str | Path, force: bool
     transform = create_transform(**resolve_model_data_config(model, args=dict(cfg.get('transform', {}))))
     blocks = stream.blocks(folders)
     writer = ResultsWriter(work_dir, force=force)
-    batch_size = cfg['data']['batch_size']
-    classifier = AdaptiveClassifier(model, build_adaptation(with_bank_batch_size(cfg['method'], batch_size)))
+    classifier = AdaptiveClassifier(model, method)
     run_stream(classifier, blocks, transform, writer, batch_size=batch_size,
                num_workers=cfg['data'].get('num_workers', 0))
     return summarise(writer, classifier)

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 from mmengine.registry import DefaultScope, Registry
 
+from imse_seg.errors import ConfigError
+
 ADAPTATION = Registry('adaptation', scope='imse_seg',
                       locations=['imse_seg.adaptation', 'imse_seg.seg.adaptation'])
 
@@ -22,3 +24,24 @@ def build_adaptation(cfg: Mapping, **default_args: Any) -> Any:
     """
     with DefaultScope.overwrite_default_scope('imse_seg'):
         return ADAPTATION.build(dict(cfg), default_args=default_args or None)
+
+
+def methods_for(task: str) -> list[str]:
+    """The registered method types that run on ``task`` (``'segmentation'`` or ``'classification'``)."""
+    ADAPTATION.import_from_location()
+    return sorted(name for name, obj in ADAPTATION.module_dict.items()
+                  if isinstance(obj, type) and task in getattr(obj, 'tasks', ()))
+
+
+def build_method(cfg: Mapping, task: str) -> Any:
+    """Build the adaptation method ``cfg`` for ``task``; a type that is not registered, or that runs on
+    other tasks only (CoTTA needs a segmentor), is a :class:`~imse_seg.errors.ConfigError` that lists the
+    methods which do run on ``task``."""
+    with DefaultScope.overwrite_default_scope('imse_seg'):
+        method_cls = ADAPTATION.get(cfg['type'])
+    if method_cls is None or task not in getattr(method_cls, 'tasks', (task,)):
+        why = 'is not a registered method' if method_cls is None else \
+            f'runs on {" and ".join(method_cls.tasks)} only'
+        raise ConfigError(f'method type {cfg["type"]!r} {why}; the {task} path runs: '
+                          f'{", ".join(methods_for(task))}')
+    return build_adaptation(cfg)

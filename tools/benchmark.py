@@ -23,7 +23,8 @@ from mmengine.registry import init_default_scope
 from imse_seg.benchmarking import cpu_model, measure_cases
 from imse_seg.benchmarking.report import format_table, format_targets, run_record
 from imse_seg.benchmarking.segmentation import METHODS, build_segmentor, load_setup, segmentation_cases
-from imse_seg.benchmarking.timing import device_name
+from imse_seg.benchmarking.timing import available_device, device_name
+from imse_seg.cli import exit_with
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,10 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    device = available_device(args.device)
     init_default_scope('mmseg')
-    device = torch.device(args.device)
     if device.type == 'cpu':
         torch.set_num_threads(args.threads)
     from mmengine.config import Config
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'), warmup=args.warmup, repeats=args.repeats,
         methods=methods, runs=runs), indent=1) + '\n')
     print(f'wrote {out}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    exit_with(main)

@@ -59,6 +59,7 @@ class EntropyAdaptation(AdaptationMethod):
         self.code_bank_cfg = dict(code_bank) if code_bank is not None else None
         self.reset_each_segment = reset_each_segment
         self.batches_seen = 0
+        self.where: dict[str, Any] | None = None
 
     def setup(self, model: nn.Module, forward: Forward) -> None:
         super().setup(model, forward)
@@ -100,7 +101,7 @@ class EntropyAdaptation(AdaptationMethod):
         if self.bank is not None:
             with torch.no_grad():
                 tokens = self.bank_features(inputs)
-            self.bank.observe(tokens[0] if isinstance(tokens, tuple) else tokens, self.batches_seen)
+            self.bank.observe(tokens[0] if isinstance(tokens, tuple) else tokens, self.batches_seen, self.where)
         first: dict[str, Tensor] = {}
 
         def closure() -> Tensor:
@@ -119,11 +120,20 @@ class EntropyAdaptation(AdaptationMethod):
         self.batches_seen += 1
         return first['logits']
 
+    def locate(self, where: Mapping[str, Any]) -> None:
+        self.where = dict(where)
+
     def bank_events(self) -> list[dict[str, Any]]:
-        """The code bank's events so far (empty without a bank)."""
+        """The code bank's events so far (empty without a bank), each with its batch's place in the stream
+        (the fields the task loop gave :meth:`locate`, e.g. round, segment, images) beside ``batch_index``."""
         if self.bank is None:
             return []
-        return [vars(event).copy() for event in self.bank.events]
+        events = []
+        for event in self.bank.events:
+            fields = vars(event).copy()
+            where = fields.pop('where') or {}
+            events.append({'batch_index': fields.pop('batch_index'), **where, **fields})
+        return events
 
     def adapted_parameters(self) -> list[nn.Parameter]:
         return list(self.params)

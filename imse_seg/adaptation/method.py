@@ -1,7 +1,7 @@
 """The interface every test-time adaptation method implements, for any model and task."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +23,11 @@ class AdaptationMethod:
     ``state_dict``/``load_state_dict`` carry everything the method changes as it adapts (adapted
     parameters, optimiser state, banks, teachers, its random generators), so that loading a saved state
     into a freshly set-up method continues the stream exactly; the tensors may be shared with the live ones
-    (copy them to keep a snapshot).
+    (copy them to keep a snapshot). ``tasks`` names the task paths the method runs on (a method that
+    needs a segmentor's test mode, as CoTTA's multi-scale views, is ``('segmentation',)``).
     """
+
+    tasks: ClassVar[tuple[str, ...]] = ('segmentation', 'classification')
 
     def setup(self, model: nn.Module, forward: Forward) -> None:
         """Prepare the method on the loaded model (select parameters, build optimiser...)."""
@@ -45,6 +48,10 @@ class AdaptationMethod:
 
     def start_segment(self, name: str) -> None:
         """A new stream segment begins; most methods ignore it (they are not told about shifts)."""
+
+    def locate(self, where: Mapping[str, Any]) -> None:
+        """Where in the stream the next batch comes from (the task loop's round, segment, images), for a
+        method's event log (IMSE's code bank); it must not change what the method does. Ignored by default."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

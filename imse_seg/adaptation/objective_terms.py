@@ -15,7 +15,9 @@ from torch import Tensor, nn
 
 from imse_seg.core import SpectralLayer, record_expert_activations
 from imse_seg.core.objective import DiversityLoss, EntropyLoss, Objective, SelfTrainingLoss, StagLoss
+from imse_seg.core.spectral import linear_module_patterns
 from imse_seg.core.stag import StagAlignment, StagRowAlignment, StagWeightAlignment
+from imse_seg.errors import ConfigError
 
 from imse_seg.registry import ADAPTATION, build_adaptation
 
@@ -56,8 +58,9 @@ def DiversityTerm(context: AdaptationContext, layers: Sequence[str], ratio: floa
     chosen = [layer for layer in context.layers
               if any(fnmatch.fnmatchcase(layer.name, pattern) for pattern in layers)]
     if not chosen:
-        raise ValueError(f'DiversityTerm: patterns {list(layers)} match no spectral layer '
-                         f'({len(context.layers)} converted)')
+        raise ConfigError(f'DiversityTerm: patterns {list(layers)} match no spectral layer '
+                          f'({len(context.layers)} converted'
+                          f'{", e.g. " + repr(context.layers[0].name) if context.layers else ""})')
     record_expert_activations(chosen)
     return DiversityLoss(chosen, ratio)
 
@@ -72,12 +75,31 @@ def StagTerm(context: AdaptationContext, alignment: str = 'StagAlignment',
     ``StagWeightAlignment`` (B) or ``StagRowAlignment`` (C); B and C need the classifier's input, which a
     forward pre-hook on ``classifier`` captures into the context.
     """
-    module = context.model.get_submodule(classifier)
+    module = classifier_module(context.model, classifier)
     built = ADAPTATION.get(alignment).from_classifier(module)
     if not isinstance(built, StagAlignment):
         module.register_forward_pre_hook(
             lambda _, args: context.classifier_input.__setitem__('features', args[0]))
     return StagLoss(built)
+
+
+def classifier_module(model: nn.Module, name: str) -> nn.Linear | nn.Conv2d:
+    """The classifier ``name`` of ``model`` (STAG's anchors), or a :class:`ConfigError` naming the option.
+
+    A decode head without mmseg's ``conv_seg`` (Segmenter's mask head classifies by class embeddings) has
+    no default: the message names the option and lists the model's linear modules.
+    """
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        module = None
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        found = 'no module' if module is None else f'a {type(module).__name__}, not a linear classifier,'
+        raise ConfigError(f'StagTerm: the model has {found} at {name!r}; STAG\'s anchors are the rows of a '
+                          'linear classifier with one output per class: name it with the STAG term\'s '
+                          'classifier= option (objective.stag.classifier), or leave STAG out for this head. '
+                          f'Linear modules (indices as *): {", ".join(linear_module_patterns(model)) or "none"}')
+    return module
 
 
 def build_objective(terms: Mapping[str, Mapping], context: AdaptationContext) -> Objective:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from imse_seg.core import SpectralLayer, spectralize, train_only
+from imse_seg.errors import ConfigError
 
 from imse_seg.registry import ADAPTATION
 from .norm_statistics import apply_norm_statistics
@@ -95,6 +96,6 @@ class SpectralParameters:
             trained = [layer for layer in layers
                        if any(fnmatch.fnmatchcase(layer.name, pattern) for pattern in self.train)]
             if not trained:
-                raise ValueError(f'SpectralParameters: train patterns {self.train} match none of the '
-                                 f'{len(layers)} converted layers (e.g. {layers[0].name!r})')
+                raise ConfigError(f'SpectralParameters: train patterns {self.train} match none of the '
+                                  f'{len(layers)} converted layers (e.g. {layers[0].name!r})')
         return ParameterSelection(train_only(model, [layer.singular_values for layer in trained]), layers)

@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from imse_seg.errors import ConfigError
+
 Case = Callable[[], object]
 
 
@@ -52,6 +54,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or 'unknown'
+
+
+def available_device(name: str) -> torch.device:
+    """``torch.device(name)``, refusing (:class:`~imse_seg.errors.ConfigError`) a CUDA device torch cannot
+    see, before any model is built (torch would fail later, deep in the first ``.to``)."""
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'--device {name}: torch {torch.__version__} sees no CUDA GPU '
+                          f'(torch.cuda.is_available() is False; CUDA build: {torch.version.cuda}); '
+                          'run with --device cpu')
+    return device
 
 
 def device_name(device: torch.device) -> str:

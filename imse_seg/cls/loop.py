@@ -44,13 +44,22 @@ class SegmentTally:
 
 
 def run_stream(classifier: AdaptiveClassifier, blocks: Sequence[Block], transform: Callable,
-               writer: ResultsWriter, batch_size: int, num_workers: int = 0) -> None:
-    """Stream ``blocks`` in order through ``classifier``; write each segment's accuracy when it completes."""
+               writer: ResultsWriter, batch_size: int, num_workers: int = 0,
+               checkpoint: Callable[[int, dict], None] | None = None, start: int = 0,
+               tallies: dict[tuple, SegmentTally] | None = None) -> None:
+    """Stream ``blocks`` in order through ``classifier``; write each segment's accuracy when it completes.
+
+    After each block, ``checkpoint(next block index, open tallies)`` may save the stream; a resumed stream
+    starts at block ``start`` with the ``tallies`` of segments that were still open there.
+    """
     expected = Counter(sample.key for block in blocks for sample in block.samples)
-    tallies: dict[tuple, SegmentTally] = {}
-    total_batches = sum(-(-len(block.samples) // batch_size) for block in blocks)
-    progress = tqdm(total=total_batches, desc='stream', unit='batch', dynamic_ncols=True)
-    for block in blocks:
+    tallies = {} if tallies is None else tallies
+    sizes = [-(-len(block.samples) // batch_size) for block in blocks]
+    progress = tqdm(total=sum(sizes), initial=sum(sizes[:start]), desc='stream', unit='batch',
+                    dynamic_ncols=True)
+    for block_index, block in enumerate(blocks):
+        if block_index < start:
+            continue
         classifier.start_segment(block.name)
         loader = DataLoader(StreamDataset(block.samples, transform), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, collate_fn=collate_readable)
@@ -75,6 +84,8 @@ def run_stream(classifier: AdaptiveClassifier, blocks: Sequence[Block], transfor
                     _write(writer, key, tallies.pop(key))
             progress.update(1)
             progress.set_postfix_str(f'{block.name} r{block.samples[0].key[2]}')
+        if checkpoint is not None:
+            checkpoint(block_index + 1, tallies)
     progress.close()
 
 

@@ -1,7 +1,8 @@
 """timm classifiers built offline: ``timm.create_model(..., pretrained=False)`` plus a local checkpoint.
 
 Nothing is fetched from a hub. The checkpoint (``.pth``/``.pt`` or ``.safetensors``, a bare state dict or
-one under ``state_dict``/``model``, read by timm's own :func:`timm.models.load_state_dict`) must be a file
+one under ``state_dict``/``model``, read by timm's own :func:`timm.models.load_state_dict` with
+``weights_only=True``, so no pickled code runs, and loaded strictly) must be a file
 that exists and whose classifier predicts the configured number of classes; both are checked before
 loading, with errors that say which file and which shapes.
 """
@@ -36,7 +37,7 @@ def read_checkpoint(path: str | Path, model: nn.Module, num_classes: int) -> dic
     path = require_file(path, 'train the demo one with tools/train_cls_source.py, or put a timm '
                               'checkpoint there')
     try:
-        state = load_state_dict(str(path))
+        state = load_state_dict(str(path), weights_only=True)
     except Exception as error:  # torch/safetensors raise many types for a corrupt or foreign file
         raise CheckpointError(f'classifier checkpoint {path} cannot be read: {error}') from error
     head = model.get_classifier()

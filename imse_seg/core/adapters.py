@@ -27,6 +27,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from imse_seg.errors import ConfigError
+from .spectral import linear_module_patterns
+
 ADAPTER_NAME = 'domain_adapter'
 
 
@@ -102,8 +105,9 @@ def inject_domain_adapters(model: nn.Module, include: Sequence[str], low_rank: i
     attention_out = {id(m.out_proj) for _, m in named if isinstance(m, nn.MultiheadAttention)}
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named):
-            raise ValueError(f'inject_domain_adapters: pattern {pattern!r} matches no module of '
-                             f'{type(model).__name__}')
+            raise ConfigError(f'inject_domain_adapters: pattern {pattern!r} matches no module of '
+                              f'{type(model).__name__}; its linear modules (indices as *): '
+                              f'{", ".join(linear_module_patterns(model)) or "none"}')
     chosen = [(name, module) for name, module in named
               if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
     for name, module in chosen:

@@ -26,7 +26,7 @@ import copy
 import logging
 from dataclasses import asdict, dataclass
 from os import PathLike
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -129,6 +129,7 @@ class BankEvent:
     batch's distance to every entry, ``retrieved`` the entry loaded (for a mixture, the heaviest one, with
     ``weights``); ``detected`` with ``retrieved`` None means the new-domain rule kept the code or loaded s0;
     ``refreshed`` means ``stored`` is an existing entry whose code was replaced (``refresh_entries``).
+    ``where`` is the batch's place in the stream as the task loop gave it (e.g. round, segment, images).
     """
     batch_index: int
     distance: float | None
@@ -138,6 +139,7 @@ class BankEvent:
     weights: list[float] | None = None
     entry_distances: list[float] | None = None
     refreshed: bool = False
+    where: dict | None = None
 
 
 class SpectralCodeBank:
@@ -238,8 +240,11 @@ class SpectralCodeBank:
             self._warmup_parts, self._warmup_counts, self._warmup_distances = [], [], []
 
     @torch.no_grad()
-    def observe(self, features: Tensor, batch_index: int) -> BankEvent:
-        """Account for one batch before its adaptation step; on a shift, load the retrieved code."""
+    def observe(self, features: Tensor, batch_index: int, where: Mapping[str, Any] | None = None) -> BankEvent:
+        """Account for one batch before its adaptation step; on a shift, load the retrieved code.
+
+        ``where`` (the batch's place in the stream) is kept in the event, for the event log.
+        """
         stats = channel_statistics(features, channel_dim=self.channel_dim)
         self._check_channels(stats)
         running = self.running.value
@@ -258,6 +263,7 @@ class SpectralCodeBank:
             self.full_batches += 1
             if self.warming_up and len(self._warmup_parts) >= self.warmup_batches:
                 self._finish_warmup()
+        event.where = None if where is None else dict(where)
         self.events.append(event)
         return event
 

@@ -16,12 +16,15 @@ hooks that do it exist only while recording is switched on.
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+
+from imse_seg.errors import ConfigError
 
 RANK_TOL = 1e-6
 
@@ -214,6 +217,24 @@ def _check_convertible(name: str, module: nn.Module) -> None:
                     '(nn.Linear, patch-wise nn.Conv2d, nn.MultiheadAttention)')
 
 
+def linear_module_patterns(model: nn.Module) -> list[str]:
+    """The names of ``model``'s convertible linear maps with every numeric index as ``*``, deduplicated.
+
+    What a pattern could match, short enough for an error message: a 24-block transformer's hundreds of
+    layers collapse to one entry per role (e.g. ``backbone.layers.*.1.*.attn.attn``).
+    """
+    names = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        try:
+            _check_convertible(name, module)
+        except TypeError:
+            continue
+        names.append(re.sub(r'(?<=\.)\d+(?=\.|$)|^\d+(?=\.|$)', '*', name))
+    return list(dict.fromkeys(names))
+
+
 def _parametrize(module: nn.Module, tensor_name: str) -> None:
     tensor = getattr(module, tensor_name)
     spectral = SpectralWeight(tensor)
@@ -239,8 +260,9 @@ def spectralize(model: nn.Module, include: str | Sequence[str],
     attention_of = {id(m.out_proj): m for _, m in named if isinstance(m, nn.MultiheadAttention)}
     for pattern in include_patterns + exclude_patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named):
-            raise ValueError(f'spectralize: pattern {pattern!r} matches no module of '
-                             f'{type(model).__name__}')
+            raise ConfigError(f'spectralize: pattern {pattern!r} matches no module of '
+                              f'{type(model).__name__}; its linear modules (indices as *): '
+                              f'{", ".join(linear_module_patterns(model)) or "none"}')
 
     layers: list[SpectralLayer] = []
     for name, module in named:

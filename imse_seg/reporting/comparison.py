@@ -38,8 +38,8 @@ def format_comparison(runs: Mapping[str, Sequence[Mapping[str, Any]]], metric: s
                       digits: int = 1) -> str:
     """A markdown table of :func:`summarise_run` for each ``label -> records`` (runs of the same stream).
 
-    Columns: method, each condition (mean over rounds), ``round 1``, ``round N`` (the last), ``mean`` (all
-    segments) and ``s/image``. Runs with different conditions or round counts are refused, since their
+    Columns: method, each condition (mean over rounds), ``round 1``, ``round N`` (the last; both only when
+    the stream has more than one round, where they differ), ``mean`` (all segments) and ``s/image``. Runs with different conditions or round counts are refused, since their
     means would not be comparable.
     """
     if not runs:
@@ -55,12 +55,14 @@ def format_comparison(runs: Mapping[str, Sequence[Mapping[str, Any]]], metric: s
     def fmt(value: float | None, places: int = digits) -> str:
         return '-' if value is None else f'{value:.{places}f}'
 
-    header = ['method', *first['conditions'], 'round 1', f'round {first["rounds"]}', 'mean', 's/image']
+    several = first['rounds'] > 1
+    rounds = ['round 1', f'round {first["rounds"]}'] if several else []
+    header = ['method', *first['conditions'], *rounds, 'mean', 's/image']
     lines = [header, ['---'] + ['---:'] * (len(header) - 1)]
     for label, summary in summaries.items():
-        lines.append([label, *(fmt(value) for value in summary['conditions'].values()),
-                      fmt(summary['first_round']), fmt(summary['last_round']), fmt(summary['mean']),
-                      fmt(summary['seconds_per_image'], 3)])
+        by_round = [fmt(summary['first_round']), fmt(summary['last_round'])] if several else []
+        lines.append([label, *(fmt(value) for value in summary['conditions'].values()), *by_round,
+                      fmt(summary['mean']), fmt(summary['seconds_per_image'], 3)])
     return '\n'.join('| ' + ' | '.join(line) + ' |' for line in lines)
 
 

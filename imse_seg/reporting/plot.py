@@ -6,7 +6,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-from .results import ROUND_FIELD, segment_label
+from imse_seg.errors import ConfigError
+
+from .results import ROUND_FIELD, metric_value, plottable_columns, segment_label
 
 
 def _stream_keys(runs: Mapping[str, Sequence[Dict[str, Any]]]) -> List[Dict[str, Any]]:
@@ -34,18 +36,23 @@ def plot_stream(runs: Mapping[str, Sequence[Dict[str, Any]]],
     than ``round``); dashed vertical lines mark round boundaries, and the legend gives each run's mean over
     its segments (and their count when it has fewer). Runs may be of different lengths (one still running)
     but must follow the same stream. The default width grows with the number of segments; ``figsize``
-    (inches) times ``dpi`` fixes the pixel size. Drawn with matplotlib's Agg canvas, without pyplot's
+    (inches) times ``dpi`` fixes the pixel size. ``metric`` is a metric or a per-class column
+    (``per_class/car``, as in ``results.csv``); one that no run has is a :class:`ConfigError` listing
+    those it could be. Drawn with matplotlib's Agg canvas, without pyplot's
     global state.
     """
     if not runs:
         raise ValueError('no runs to plot')
     keys = _stream_keys(runs)
+    columns = plottable_columns(record for records in runs.values() for record in records)
+    if metric not in columns:
+        raise ConfigError(f'no run has a column {metric!r} to plot; plottable: {", ".join(columns) or "none"}')
     if figsize is None:
         figsize = (min(30.0, max(8.0, 0.25 * len(keys) + 2.0)), 4.5)
     figure = Figure(figsize=figsize, dpi=dpi, layout='constrained')
     axes = figure.subplots()
     for label, records in runs.items():
-        values = [record['metrics'].get(metric) for record in records]
+        values = [metric_value(record, metric) for record in records]
         values = [math.nan if value is None else value for value in values]
         present = [value for value in values if not math.isnan(value)]
         partial = f', {len(records)} of {len(keys)} segments' if len(records) < len(keys) else ''

@@ -59,7 +59,13 @@ def load_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
     """Read the records of a run folder (its ``results.jsonl``) or of a ``.jsonl`` file, in stream order."""
     path = Path(path)
     if path.is_dir():
+        if not (path / RESULTS_JSONL).is_file():
+            raise FileNotFoundError(f'{path} holds no {RESULTS_JSONL}: it is not a run folder (or the run '
+                                    'has finished no segment yet)')
         path = path / RESULTS_JSONL
+    elif not path.is_file():
+        raise FileNotFoundError(f'{path} does not exist: give a run folder (holding {RESULTS_JSONL}) or a '
+                                '.jsonl results file')
     records = []
     with open(path, encoding='utf-8') as file:
         for line_number, line in enumerate(file, 1):
@@ -202,6 +208,24 @@ def _to_csv(records: List[Dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+PER_CLASS = 'per_class/'
+"""Prefix of the per-class columns: ``per_class/<class name>``, as in ``results.csv``."""
+
+
+def plottable_columns(records: Iterable[Mapping[str, Any]]) -> List[str]:
+    """The names :func:`metric_value` reads in ``records``: the metrics, then ``per_class/<name>``."""
+    records = list(records)
+    return (_union(record['metrics'] for record in records)
+            + [PER_CLASS + name for name in _union(record.get('per_class', {}) for record in records)])
+
+
+def metric_value(record: Mapping[str, Any], column: str) -> Optional[float]:
+    """A record's value of ``column`` (a metric, or ``per_class/<name>``); None if it has none."""
+    if column.startswith(PER_CLASS) and column not in record['metrics']:
+        return record.get('per_class', {}).get(column[len(PER_CLASS):])
+    return record['metrics'].get(column)
+
+
 def _union(mappings: Iterable[Mapping[str, Any]]) -> List[str]:
     """The names of all mappings, in order of first appearance."""
     return list(dict.fromkeys(name for mapping in mappings for name in mapping))
@@ -264,7 +288,36 @@ def format_table(records: List[Dict[str, Any]],
     column_means = [mean_of_present([cells.get((row, column)) for row in row_labels])
                     for column in column_labels]
     table.append(['mean', *map(fmt, column_means), fmt(mean_of_present(cells.values()))])
+    return _render(table, style)
 
+
+def format_class_table(records: List[Dict[str, Any]], digits: int = 1) -> str:
+    """The per-class values (IoU) of a run, once: a row per class, a column per segment label (the key
+    fields but ``round``, e.g. the condition) holding the mean over rounds, and a ``mean`` column.
+
+    Segments without a value for a class (NaN: absent from prediction and label) are left out of its
+    means; a class with none shows ``-``.
+    """
+    if not records:
+        raise ValueError('no results to tabulate')
+    columns = list(dict.fromkeys(segment_label(record['key']) for record in records))
+    table = [['class', *columns, 'mean']]
+    for name in _union(record['per_class'] for record in records):
+        by_column = {column: mean_of_present(record['per_class'].get(name) for record in records
+                                             if segment_label(record['key']) == column)
+                     for column in columns}
+        every = [record['per_class'].get(name) for record in records]
+        table.append([name, *(_fixed(by_column[column], digits) for column in columns),
+                      _fixed(mean_of_present(every), digits)])
+    return _render(table, 'text')
+
+
+def _fixed(value: Optional[float], digits: int) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def _render(table: List[List[str]], style: str) -> str:
+    """Cells aligned in columns (first left, the others right): plain text, or a markdown table."""
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     aligned = [[line[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
                for line in table]

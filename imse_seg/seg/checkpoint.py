@@ -26,8 +26,16 @@ def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
 
 def check_checkpoint_classes(path: str | Path, num_classes: int,
                              classifier_key: str = 'decode_head.conv_seg.weight') -> None:
-    """Refuse a checkpoint whose classifier predicts another number of classes than the config's."""
-    check_classifier_rows(load_state_dict_safely(path), classifier_key, num_classes, path,
+    """Refuse a checkpoint whose classifier predicts another number of classes than the config's.
+
+    A checkpoint with a decode head but no ``classifier_key`` is of a head without mmseg's ``conv_seg``
+    (Segmenter's mask head): its class count is left to :func:`check_checkpoint_fits`, which compares
+    every tensor with the model's.
+    """
+    state = load_state_dict_safely(path)
+    if classifier_key not in state and any(key.startswith('decode_head.') for key in state):
+        return
+    check_classifier_rows(state, classifier_key, num_classes, path,
                           'it is not an mmseg decode-head checkpoint (convert NVlabs / Hugging Face files '
                           'with tools/convert_checkpoint.py)')
 

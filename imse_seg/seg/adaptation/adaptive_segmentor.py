@@ -64,6 +64,10 @@ class AdaptiveSegmentor(BaseTTAModel):
         """Tell the method that a new stream segment (e.g. a condition) begins."""
         self._require_method().start_segment(name)
 
+    def locate(self, where: dict[str, Any]) -> None:
+        """Tell the method where in the stream the next batch comes from (for its event log)."""
+        self._require_method().locate(where)
+
     def test_step(self, data: dict) -> SampleList:
         method = self._require_method()
         data = self.module.data_preprocessor(data, False)

@@ -73,6 +73,8 @@ class CoTTA(AdaptationMethod):
     upsampling to the original size follows).
     """
 
+    tasks = ('segmentation',)
+
     def __init__(self, optimizer: Mapping, scales: Sequence[float] = COTTA_SCALES, flip: bool = True,
                  confidence: float = 0.69, ema: float = 0.999, restore_probability: float = 0.01,
                  soft_labels: bool = False, reset_each_segment: bool = False, seed: int = 0,

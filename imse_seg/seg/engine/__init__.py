@@ -1,4 +1,5 @@
 from .adaptation_setup_hook import AdaptationSetupHook
 from .continual_loop import ContinualTestLoop
+from .stream_log_processor import StreamLogProcessor
 
-__all__ = ['AdaptationSetupHook', 'ContinualTestLoop']
+__all__ = ['AdaptationSetupHook', 'ContinualTestLoop', 'StreamLogProcessor']

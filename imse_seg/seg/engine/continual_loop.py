@@ -19,7 +19,7 @@ from mmengine.runner.base_loop import BaseLoop
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ...reporting import ResultsWriter, atomic_write_text, format_table
+from ...reporting import ResultsWriter, atomic_write_text, format_class_table, format_table
 from ...reporting.plot import plot_stream
 from ..datasets import UNREADABLE, SkipUnreadable, describe_segment
 from .stream_checkpoint import (STREAM_CHECKPOINT, SegmentProgress, StreamInterrupted, StreamPosition,
@@ -108,6 +108,8 @@ class ContinualTestLoop(BaseLoop):
         suffix = f'.rank{get_rank()}' if get_world_size() > 1 else ''
         self.checkpoint_path = self.results_dir / STREAM_CHECKPOINT.replace('.pth', f'{suffix}.pth')
         self._stop_signal: int | None = None
+        self.place: dict[str, Any] = {}
+        """The segment being streamed: ``dict(round=..., segment=...)`` (empty before the stream starts)."""
 
     @property
     def stream_length(self) -> int:
@@ -197,6 +199,7 @@ class ContinualTestLoop(BaseLoop):
             model.start_segment(name)
             progress.guard_events_before = self._guard_events(model)
         started = time.perf_counter()
+        self.place = dict(round=round_index, segment=name)
         metric = self.evaluator.metrics[0]
         batches = self._batches(loader, position.batch)
         if rng is not None and position.batch > 0:
@@ -265,8 +268,13 @@ class ContinualTestLoop(BaseLoop):
         return _SignalStop(self) if single else contextlib.nullcontext()
 
     def run_iter(self, index: int, data_batch: dict) -> None:
-        """Predict and adapt on one batch, then feed the evaluator (gradients are the model's business)."""
+        """Predict and adapt on one batch, then feed the evaluator (gradients are the model's business).
+
+        The model is told the batch's place in the stream first (round, segment, image paths), which its
+        method's event log records."""
         self.runner.call_hook('before_test_iter', batch_idx=index, data_batch=data_batch)
+        images = [sample.metainfo.get('img_path') for sample in data_batch['data_samples']]
+        self._adaptive_model().locate(dict(self.place, images=images))
         outputs = self.runner.model.test_step(data_batch)
         self.evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook('after_test_iter', batch_idx=index, data_batch=data_batch, outputs=outputs)
@@ -286,6 +294,9 @@ class ContinualTestLoop(BaseLoop):
         plot = plot_stream({self.results_dir.name: records}, self.results_dir / 'miou_stream.png')
         print_log(f'mIoU per condition and round ({self.results_dir}, plot {plot}):\n{table}',
                   logger='current')
+        if any(record['per_class'] for record in records):
+            print_log(f'IoU per class and condition, mean over rounds:\n{format_class_table(records)}',
+                      logger='current')
         values = [r['metrics']['mIoU'] for r in records if r['metrics'].get('mIoU') is not None]
         return {'mIoU': sum(values) / len(values)} if values else {}
 

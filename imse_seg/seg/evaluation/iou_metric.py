@@ -1,13 +1,14 @@
 """mmseg's ``IoUMetric`` for a stream: per-class IoU kept, a running mIoU, faulty samples left out."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger, print_log
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
 
@@ -36,7 +37,13 @@ class StreamIoUMetric(IoUMetric):
     19 trainIds onto CamVid's 11 classes (truck, bus, train -> Car); the model still predicts, and adapts
     on, its own classes. Ids in no group are ignored, as ``ignore_index`` is; the reported classes (and
     ``dataset_meta['classes']``) are the merged ones.
+
+    mmseg's per-class table, which its reduction logs, goes to the log at debug level only (one table per
+    segment would flood a long stream; the continual loop logs the run's table once, at the end). The
+    metric names stay unprefixed (``mIoU``): the results files and hooks key on them.
     """
+
+    default_prefix = ''
 
     def __init__(self, class_merge: Mapping[str, Sequence[int]] | None = None, **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
@@ -116,7 +123,8 @@ class StreamIoUMetric(IoUMetric):
         if not scored:
             self.last_per_class_iou = {name: float('nan') for name in self.dataset_meta['classes']}
             return {name: float('nan') for name in ('aAcc', *self.metrics, 'mAcc')}
-        metrics = super().compute_metrics(scored)
+        with _logged_at_debug(MMLogger.get_current_instance()):
+            metrics = super().compute_metrics(scored)
         self.last_per_class_iou = dict(zip(self.dataset_meta['classes'], (_class_iou(scored) * 100).tolist()))
         return metrics
 
@@ -127,6 +135,20 @@ class StreamIoUMetric(IoUMetric):
             return float('nan')
         iou = _class_iou(scored)
         return float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float('nan')
+
+
+@contextlib.contextmanager
+def _logged_at_debug(logger: logging.Logger) -> Iterator[None]:
+    """Within the context, whatever ``logger`` logs is logged at debug level (shown with log_level DEBUG)."""
+    def lower(record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, 'DEBUG'
+        return True
+
+    logger.addFilter(lower)
+    try:
+        yield
+    finally:
+        logger.removeFilter(lower)
 
 
 def _class_iou(scored: list) -> np.ndarray:

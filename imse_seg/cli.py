@@ -5,9 +5,11 @@ import sys
 from typing import Callable, NoReturn
 
 from .checkpoint import CheckpointError
+from .config_check import ConfigError
 
-USER_ERRORS = (FileNotFoundError, FileExistsError, CheckpointError)
-"""A missing file or folder, results a run would overwrite, a checkpoint that does not fit."""
+USER_ERRORS = (FileNotFoundError, FileExistsError, CheckpointError, ConfigError)
+"""A missing file or folder, results a run would overwrite or a work dir in use (``WorkDirLocked``), a
+checkpoint that does not fit, a config mistake."""
 
 
 def exit_with(main: Callable[[], int]) -> NoReturn:

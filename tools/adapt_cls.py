@@ -4,7 +4,9 @@ A sibling of ``tools/adapt.py``: the segmentation path runs inside mmengine's Ru
 pipelines, evaluators), which a timm classifier on an ImageNet-C folder tree does not need; this entry
 point reads the same kind of mmengine config and builds the same registered adaptation methods, and
 writes results in the same format (``results.jsonl``/``results.csv``, one row per (corruption, severity,
-round)). ``--setting`` swaps the stream setting (a file of ``configs/cls/_base_/settings/``).
+round)). ``--setting`` swaps the stream setting (a file of ``configs/cls/_base_/settings/``). As there, the
+run holds a lock on its work dir, ``--force`` removes what a previous run wrote, a run without a source
+checkpoint needs ``--random-weights``, and method config mistakes are answered in one line (exit 2).
 """
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ import logging
 from pathlib import Path
 
 from mmengine.config import Config, DictAction
+from mmengine.registry import OPTIMIZERS
 
+from imse_seg.checkpoint import CheckpointError
 from imse_seg.cli import exit_with
 from imse_seg.cls.runner import run_classification
+from imse_seg.config_check import check_components
+from imse_seg.registry import ADAPTATION
+from imse_seg.work_dir import WorkDirLock, prepare_work_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,11 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='classification config, e.g. configs/cls/demo_imse.py')
     parser.add_argument('--setting', help='stream setting config replacing the config\'s stream (and data '
                                           'overrides), e.g. configs/cls/_base_/settings/gradual.py')
-    parser.add_argument('--checkpoint', help="source checkpoint (overrides the config's model.checkpoint)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument('--checkpoint', help="source checkpoint (overrides the config's model.checkpoint)")
+    weights.add_argument('--random-weights', action='store_true',
+                         help="adapt a randomly initialised model on purpose (ignores model.checkpoint)")
     parser.add_argument('--work-dir', help='where results go (default: work_dirs/<config name>[_<setting>])')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. data.batch_size=64 method.optimizer.lr=1e-3')
-    parser.add_argument('--force', action='store_true', help='overwrite results already in the work dir')
+    parser.add_argument('--force', action='store_true',
+                        help='remove what a previous run wrote in the work dir and start over')
     return parser.parse_args(argv)
 
 
@@ -44,6 +55,11 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path]:
         cfg.model.checkpoint = args.checkpoint
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.random_weights:
+        cfg.model.checkpoint = None
+    elif not cfg.model.get('checkpoint'):
+        raise CheckpointError("no source checkpoint: set model.checkpoint in the config or pass --checkpoint, or "
+                              'pass --random-weights to adapt a randomly initialised model on purpose')
     return cfg, Path(args.work_dir or Path('work_dirs') / name)
 
 
@@ -51,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
     cfg, work_dir = build_config(args)
-    summary = run_classification(cfg, work_dir, force=args.force)
+    check_components(cfg.method, 'method', (ADAPTATION, OPTIMIZERS))
+    with WorkDirLock(work_dir, take_over=args.force):
+        if args.force:
+            prepare_work_dir(work_dir, force=True, resume=False, keep=(Path(args.config),))
+        summary = run_classification(cfg, work_dir, force=args.force)
     print(f'{work_dir}: mean accuracy {summary["accuracy"]:.2f}% over {summary["segments"]} segments')
     return 0
 

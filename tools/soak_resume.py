@@ -5,7 +5,8 @@ Runs the stream of CONFIG twice with ``tools/adapt.py``: once uninterrupted (``W
 then checks that both runs end bit-identical: the results records (less the wall times), the code bank's
 events, and the final stream checkpoint's model, adaptation state, random generators and position. Exits 0
 when they are, 1 (listing what differs) when not. The kill points are drawn with ``--seed`` over the
-stream's batches; the progress is read off the run's progress bar. Long (two full streams and the
+stream's batches; the progress is read off the run's progress bar. A kill before the first stream
+checkpoint leaves nothing to resume, and that restart starts over (``--force``). Long (two full streams and the
 restarts); CI does not run it (docs/reliability.md).
 """
 from __future__ import annotations
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     kills = sorted(random.Random(args.seed).sample(range(1, length), min(args.kills, length - 1)))
     print(f'soak run into {soak}: SIGKILL at batches {kills} of {length}', flush=True)
     for attempt, batch in enumerate([*kills, None]):
-        extra = '--force' if attempt == 0 else '--resume'
+        # a kill before the first stream checkpoint leaves nothing to resume: that restart starts over
+        extra = '--resume' if attempt > 0 and (soak / 'stream_checkpoint.pth').exists() else '--force'
         done = run_and_kill(adapt_command(args.config, soak, options, extra), root / f'soak_{attempt}.log', batch)
         print(f'  attempt {attempt} ({extra}): {"killed at" if batch is not None else "finished at"} batch '
               f'{done[0] if done else "?"}', flush=True)

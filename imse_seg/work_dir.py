@@ -127,6 +127,7 @@ def process_alive(pid: int) -> bool:
 
 
 def describe(holder: dict[str, Any]) -> str:
+    """The lock's holder in words, for the refusal and warning messages."""
     if 'pid' not in holder:
         return 'unreadable lock file'
     return f'pid {holder["pid"]} on host {holder.get("host")}, started {holder.get("started")}'

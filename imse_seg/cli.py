@@ -11,8 +11,8 @@ from .checkpoint import CheckpointError
 from .errors import ConfigError
 
 USER_ERRORS = (FileNotFoundError, FileExistsError, CheckpointError, ConfigError)
-"""A missing file or folder, results a run would overwrite, a checkpoint that does not fit, a config that
-asks for what the model or the path does not have."""
+"""A missing file or folder, results a run would overwrite or a work dir in use (``WorkDirLocked``), a
+checkpoint that does not fit, a config that asks for what the model or the path does not have."""
 
 
 def exit_with(main: Callable[[], int]) -> NoReturn:

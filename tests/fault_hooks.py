@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import torch
@@ -49,3 +50,14 @@ class GlobalRandomInputHook(Hook):
         for index, image in enumerate(images):
             offset = int(torch.randint(-8, 9, ())) + int(np.random.randint(-8, 9)) + random.randint(-8, 8)
             images[index] = (image.int() + offset).clamp(0, 255).to(image.dtype)
+
+
+@HOOKS.register_module()
+class SleepHook(Hook):
+    """Sleep ``seconds`` after every stream batch: keeps a tiny run going while a test starts another."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        time.sleep(self.seconds)

@@ -111,3 +111,64 @@ def test_entropy_adaptation_state_restores_the_adapted_parameters() -> None:
     method.load_state_dict(moved)
     assert not torch.equal(moved['params'][0], saved['params'][0])
     assert all(torch.equal(p, q) for p, q in zip(method.adapted_parameters(), moved['params']))
+
+
+def run_batches(guard: DivergenceGuard, model: nn.Module, steps: list, batches: list[Tensor]) -> list[Tensor]:
+    method = Scripted(steps)
+    method.setup(model, lambda m, x: m(x))
+    return [guard.adapt(method, model, inputs) for inputs in batches]
+
+
+def halves(value: float) -> Tensor:
+    """2 x 2 inputs of 3 classes: class 0's logit is ``value`` on the left half, class 1's on the right."""
+    inputs = torch.zeros(1, 3, 2, 2)
+    inputs[0, 0, :, 0] = value
+    inputs[0, 1, :, 1] = value
+    return inputs
+
+
+def test_a_collapsed_last_good_state_falls_back_to_the_source() -> None:
+    guard = DivergenceGuard(collapse_fraction=0.9)
+    model = Bias()
+    # bias 0 passes batch 0 and moves to [0, 0, 1], which passes batch 1 (the last good state) and then
+    # moves far up: batch 2 collapses, and so does its re-prediction by [0, 0, 1] (1 > 0.5 everywhere)
+    outputs = run_batches(guard, model, [[0.0, 0.0, 1.0], [0.0, 0.0, 10.0], [0.0, 0.0, 0.0]],
+                          [halves(0.5), halves(2.0), halves(0.5)])
+    assert [event.batch for event in guard.events] == [2]
+    assert guard.events[0].reason.endswith('source state restored')
+    assert torch.equal(model.bias.detach(), torch.zeros(3))
+    assert torch.equal(outputs[2], halves(0.5))                    # the source's prediction is scored
+    assert guard.state_dict()['last_good'] is None
+
+
+class Sharpen(nn.Module):
+    """Logits = inputs * exp(scale): the arg-max never changes, the entropy falls as the scale grows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.bias.exp()
+
+
+def test_an_entropy_collapse_is_caught_and_the_last_good_state_scored() -> None:
+    guard = DivergenceGuard(entropy_floor=0.2, entropy_momentum=0.0)
+    model = Sharpen()
+    outputs = run_batches(guard, model, [[4.0], [0.0], [0.0]], [halves(1.0)] * 3)
+    assert [event.batch for event in guard.events] == [1] and 'entropy average' in guard.events[0].reason
+    assert guard.events[0].reason.endswith('last good state restored')
+    assert torch.equal(outputs[1], outputs[0]) and torch.equal(model.bias.detach(), torch.zeros(1))
+
+
+def test_a_collapse_soon_after_a_recovery_restores_the_source() -> None:
+    guard = DivergenceGuard(collapse_fraction=0.9, recollapse_window=5)
+    model = Bias()
+    # batch 2 collapses and recovers to the last good state [0, 0, 1], whose next update collapses again:
+    # batch 4, within the window, goes back to the source
+    step = [0.0, 0.0, 10.0]
+    outputs = run_batches(guard, model, [[0.0, 0.0, 1.0], step, step, step, [0.0, 0.0, 0.0]], [halves(2.0)] * 5)
+    assert [event.batch for event in guard.events] == [2, 4]
+    assert guard.events[0].reason.endswith('last good state restored')
+    assert guard.events[1].reason.endswith('source state restored')
+    assert torch.equal(model.bias.detach(), torch.zeros(3)) and torch.equal(outputs[4], halves(2.0))

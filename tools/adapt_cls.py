@@ -6,7 +6,9 @@ point reads the same kind of mmengine config and builds the same registered adap
 writes results in the same format (``results.jsonl``/``results.csv``, one row per (corruption, severity,
 round), accuracy and error). ``--setting`` swaps the stream setting (a file of
 ``configs/cls/_base_/settings/``); ``--checkpoint`` takes any timm checkpoint file of the configured
-model (loaded strictly, ``weights_only``); ``--dry-run`` checks a config without reading data.
+model (loaded strictly, ``weights_only``); ``--dry-run`` checks a config without reading data. As there,
+the run holds a lock on its work dir, ``--force`` removes what a previous run wrote, a run without a
+source checkpoint needs ``--random-weights``, and method config mistakes are answered in one line (exit 2).
 """
 from __future__ import annotations
 
@@ -15,9 +17,14 @@ import logging
 from pathlib import Path
 
 from mmengine.config import Config, DictAction
+from mmengine.registry import OPTIMIZERS
 
+from imse_seg.checkpoint import CheckpointError
 from imse_seg.cli import exit_with, read_config
 from imse_seg.cls.runner import dry_run_classification, run_classification
+from imse_seg.config_check import check_components
+from imse_seg.registry import ADAPTATION
+from imse_seg.work_dir import WorkDirLock, prepare_work_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,12 +32,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='classification config, e.g. configs/cls/demo_imse.py')
     parser.add_argument('--setting', help='stream setting config replacing the config\'s stream (and data '
                                           'overrides), e.g. configs/cls/_base_/settings/gradual.py')
-    parser.add_argument('--checkpoint', help="source checkpoint (overrides the config's model.checkpoint)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument('--checkpoint', help="source checkpoint (overrides the config's model.checkpoint)")
+    weights.add_argument('--random-weights', action='store_true',
+                         help="adapt a randomly initialised model on purpose (ignores model.checkpoint)")
     parser.add_argument('--work-dir', help='where results go (default: work_dirs/<config name>[_<setting>])')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. data.batch_size=64 method.optimizer.lr=1e-3')
     restart = parser.add_mutually_exclusive_group()
-    restart.add_argument('--force', action='store_true', help='overwrite results already in the work dir')
+    restart.add_argument('--force', action='store_true',
+                         help='remove what a previous run wrote in the work dir and start over')
     restart.add_argument('--resume', action='store_true',
                          help='continue the run in the work dir from its stream checkpoint')
     parser.add_argument('--dry-run', action='store_true',
@@ -51,6 +62,11 @@ def build_config(args: argparse.Namespace) -> tuple[Config, Path]:
         cfg.model.checkpoint = args.checkpoint
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.random_weights:
+        cfg.model.checkpoint = None
+    elif not cfg.model.get('checkpoint'):
+        raise CheckpointError("no source checkpoint: set model.checkpoint in the config or pass --checkpoint, or "
+                              'pass --random-weights to adapt a randomly initialised model on purpose')
     return cfg, Path(args.work_dir or Path('work_dirs') / name)
 
 
@@ -58,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
     cfg, work_dir = build_config(args)
+    check_components(cfg.method, 'method', (ADAPTATION, OPTIMIZERS))
     if args.dry_run:
         dry_run_classification(cfg)
         return 0
-    summary = run_classification(cfg, work_dir, force=args.force, resume=args.resume)
+    with WorkDirLock(work_dir, take_over=args.force or args.resume):
+        if args.force:
+            prepare_work_dir(work_dir, force=True, resume=False, keep=(Path(args.config),))
+        summary = run_classification(cfg, work_dir, force=args.force, resume=args.resume)
     print(f'{work_dir}: mean accuracy {summary["accuracy"]:.2f}% (error {summary["error"]:.2f}%) over '
           f'{summary["segments"]} segments')
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
@@ -25,6 +25,12 @@ for _alignment in (StagAlignment, StagWeightAlignment, StagRowAlignment):
     ADAPTATION.register_module(module=_alignment)
 
 
+def objective_term(factory: Callable) -> Callable:
+    """Register a term factory; its configs may also hold ``weight`` (taken by :func:`build_objective`)."""
+    factory.extra_config_keys = ('weight',)
+    return ADAPTATION.register_module(module=factory)
+
+
 @dataclass
 class AdaptationContext:
     """What term factories may use: the model, its spectral layers, the classifier input if captured."""
@@ -33,7 +39,7 @@ class AdaptationContext:
     classifier_input: dict[str, Tensor] = field(default_factory=dict)
 
 
-@ADAPTATION.register_module()
+@objective_term
 def EntropyTerm(context: AdaptationContext, margin: float | None = None,
                 keep_first_selection: bool = True) -> EntropyLoss:
     """Mean entropy (TENT, ``margin=None``) or reliable entropy with ``e0 = margin ln K`` (SAR/IMSE).
@@ -45,14 +51,14 @@ def EntropyTerm(context: AdaptationContext, margin: float | None = None,
     return EntropyLoss(margin, keep_first_selection)
 
 
-@ADAPTATION.register_module()
+@objective_term
 def SelfTrainingTerm(context: AdaptationContext, input_resolution: bool = True) -> SelfTrainingLoss:
     """Cross-entropy to the model's own arg-max (the CoTTA paper's TENT variant), by default at the input's
     resolution as the official code (see :class:`~imse_seg.core.objective.SelfTrainingLoss`)."""
     return SelfTrainingLoss(input_resolution)
 
 
-@ADAPTATION.register_module()
+@objective_term
 def DiversityTerm(context: AdaptationContext, layers: Sequence[str], ratio: float = 1.0) -> DiversityLoss:
     """IMSE's diversity over the spectral layers whose names match ``layers`` (recording switched on)."""
     chosen = [layer for layer in context.layers
@@ -65,7 +71,7 @@ def DiversityTerm(context: AdaptationContext, layers: Sequence[str], ratio: floa
     return DiversityLoss(chosen, ratio)
 
 
-@ADAPTATION.register_module()
+@objective_term
 def StagTerm(context: AdaptationContext, alignment: str = 'StagAlignment',
              classifier: str = 'decode_head.conv_seg') -> StagLoss:
     """STAG alignment with anchors from the frozen ``classifier`` (mmseg: ``decode_head.conv_seg``; timm

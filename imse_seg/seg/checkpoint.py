@@ -1,17 +1,39 @@
-"""Up-front checks of a source checkpoint, before a long stream starts."""
+"""Up-front checks of a source checkpoint, before a long stream starts.
+
+A local file is read with ``weights_only=True``; a URL (any ``scheme://`` mmengine's ``CheckpointLoader``
+knows: ``https://``, ``s3://``, ``open-mmlab://``...) goes to that loader unchanged, as the runner's own
+``load_from`` does, so that the check sees the tensors the run will load.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
 import torch
+from mmengine.runner import CheckpointLoader
 from torch import nn
 
 from imse_seg.checkpoint import CheckpointError, check_classifier_rows, require_file
 
+NO_CHECKPOINT = ('no source checkpoint: set load_from in the config or pass --checkpoint (data/README.md says '
+                 'where the source checkpoints go), or pass --random-weights to adapt a randomly initialised '
+                 'model on purpose')
+
+
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` names a checkpoint by URL (``scheme://...``) rather than as a local file."""
+    return '://' in str(path)
+
 
 def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of an mmengine/mmseg checkpoint, read with ``weights_only=True`` (no code runs)."""
+    """The tensors of an mmengine/mmseg checkpoint, read with ``weights_only=True`` (no code runs); a URL
+    is loaded by mmengine's ``CheckpointLoader`` (the string as given)."""
+    if is_url(path):
+        try:
+            checkpoint = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+        except Exception as error:  # network, scheme and format errors of the backends
+            raise CheckpointError(f'checkpoint {path} cannot be loaded: {error}') from error
+        return checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
     path = require_file(path, 'pass --checkpoint or set load_from (data/README.md says where the source '
                         'checkpoints go)')
     try:
@@ -51,6 +73,18 @@ def check_checkpoint_fits(path: str | Path, model: nn.Module, shown: int = 3) ->
     problems = _mismatches(state, expected, shown)
     if problems:
         raise CheckpointError(f'checkpoint {path} does not fit the configured model: {"; ".join(problems)}')
+
+
+def checkpoint_status(path: str | Path | None, model: nn.Module, num_classes: int) -> str:
+    """One line for ``--dry-run``: whether the checkpoint ``path`` exists and loads strictly into ``model``."""
+    if not path:
+        return 'none (load_from is None): the run needs --checkpoint, or --random-weights'
+    try:
+        check_checkpoint_classes(path, num_classes)
+        check_checkpoint_fits(path, model)
+    except CheckpointError as error:
+        return f'refused: {error}'
+    return f'{path} exists and loads strictly'
 
 
 def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], shown: int) -> list[str]:

@@ -14,6 +14,8 @@ from imse_seg.core import count_parameters
 
 from imse_seg.registry import build_adaptation
 
+from .checkpoint import checkpoint_status
+
 
 def _downscaled(sample: dict, factor: int) -> dict:
     """A packed sample at 1/factor of its size, metas updated, so the model step stays cheap on a CPU."""
@@ -31,10 +33,12 @@ def dry_run(cfg: Config, image_shape: tuple[int, int] = (1080, 1920), model_scal
     A random image (H x W x 3, uint8) and label map go through every transform of the test pipeline but
     the file loaders (resize and packing run for real). The packed sample is then shrunk by
     ``model_scale`` and given to the model's ``test_step``, which predicts and adapts once. Returns a
-    summary dict (method, parameter counts, shapes, whether the adapted parameters moved).
+    summary dict (method, parameter counts, shapes, whether the adapted parameters moved, and whether
+    ``load_from`` exists and loads strictly into the segmentor; the weights stay random either way).
     """
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = MODELS.build(cfg.model).eval()
+    checkpoint = checkpoint_status(cfg.get('load_from'), model.module, model.module.decode_head.num_classes)
     hooks = [hook for hook in cfg.get('custom_hooks', []) if hook['type'] == 'AdaptationSetupHook']
     if len(hooks) != 1:
         raise ValueError(f'expected one AdaptationSetupHook in custom_hooks, found {len(hooks)}')
@@ -52,6 +56,6 @@ def dry_run(cfg: Config, image_shape: tuple[int, int] = (1080, 1920), model_scal
     summary = dict(method=type(method).__name__, parameters=str(count_parameters(model.module)),
                    pipeline_output=tuple(packed['inputs'].shape),
                    prediction=tuple(outputs[0].pred_sem_seg.data.shape),
-                   adapted=any(not torch.equal(a, b) for a, b in zip(before, trained)))
+                   adapted=any(not torch.equal(a, b) for a, b in zip(before, trained)), checkpoint=checkpoint)
     print_log(f'dry run: {summary}', logger='current')
     return summary

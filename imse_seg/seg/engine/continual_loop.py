@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ...reporting import ResultsWriter, atomic_write_text, format_class_table, format_table
 from ...reporting.plot import plot_stream
-from ..datasets import UNREADABLE, SkipUnreadable, describe_segment
+from ..datasets import BAD_LABEL, UNREADABLE, SkipUnreadable, describe_segment
 from .stream_checkpoint import (STREAM_CHECKPOINT, SegmentProgress, StreamInterrupted, StreamPosition,
                                 fingerprint, load_stream_checkpoint, rng_state, save_stream_checkpoint,
                                 set_rng_state)
@@ -74,14 +74,7 @@ class ContinualTestLoop(BaseLoop):
                  rounds: int = 1, results_dir: str | None = None, force: bool = False, resume: bool = False,
                  checkpoint_interval: int | None = None) -> None:
         self._runner = runner
-        if not segments:
-            raise ValueError('ContinualTestLoop needs at least one segment')
-        if rounds < 1:
-            raise ValueError(f'rounds must be >= 1, got {rounds}')
-        if force and resume:
-            raise ValueError('force and resume exclude each other: start the run over, or continue it')
-        if checkpoint_interval is not None and checkpoint_interval < 1:
-            raise ValueError(f'checkpoint_interval must be >= 1 or None, got {checkpoint_interval}')
+        self.check_options(segments, rounds, force=force, resume=resume, checkpoint_interval=checkpoint_interval)
         seed = runner.seed
         self.segments: list[tuple[str, DataLoader]] = []
         for segment in segments:
@@ -110,6 +103,20 @@ class ContinualTestLoop(BaseLoop):
         self._stop_signal: int | None = None
         self.place: dict[str, Any] = {}
         """The segment being streamed: ``dict(round=..., segment=...)`` (empty before the stream starts)."""
+
+    @staticmethod
+    def check_options(segments: Sequence[dict] = (), rounds: int = 1, results_dir: str | None = None,
+                      force: bool = False, resume: bool = False, checkpoint_interval: int | None = None) -> None:
+        """Refuse option values the loop cannot run with (``ValueError``); also checked before a run starts
+        (:func:`imse_seg.config_check.check_components`), so that a mistake is answered before any output."""
+        if not segments:
+            raise ValueError('ContinualTestLoop needs at least one segment')
+        if not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f'rounds must be an integer >= 1, got {rounds!r}')
+        if force and resume:
+            raise ValueError('force and resume exclude each other: start the run over, or continue it')
+        if checkpoint_interval is not None and (not isinstance(checkpoint_interval, int) or checkpoint_interval < 1):
+            raise ValueError(f'checkpoint_interval must be an integer >= 1 or None, got {checkpoint_interval!r}')
 
     @property
     def stream_length(self) -> int:
@@ -208,6 +215,9 @@ class ContinualTestLoop(BaseLoop):
             for path, reason in data_batch.pop(UNREADABLE, []):
                 progress.unreadable += 1
                 print_log(f'skipped unreadable image {path}: {reason}', logger='current', level=logging.WARNING)
+            for path, reason in data_batch.pop(BAD_LABEL, []):
+                metric.add_fault(BAD_LABEL)
+                print_log(f'skipped bad label map {path}: {reason}', logger='current', level=logging.WARNING)
             if 'inputs' in data_batch:
                 self.run_iter(index, data_batch)
             position = StreamPosition(round_index, position.segment, index + 1)

@@ -50,8 +50,17 @@ def fingerprint(parts: Mapping[str, Any], model: nn.Module, source: str | None) 
                for name, value in parts.items()}
     shapes = ''.join(f'{name}:{tuple(value.shape)}\n' for name, value in model.state_dict().items())
     digests['parameters'] = _digest(shapes.encode())
-    digests['source checkpoint'] = _file_digest(Path(source)) if source else 'none'
+    digests['source checkpoint'] = _source_digest(source)
     return digests
+
+
+def _source_digest(source: str | None) -> str:
+    """The digest of a local source checkpoint's bytes; of a URL's text (its bytes are the loader's)."""
+    if not source:
+        return 'none'
+    if '://' in str(source):
+        return 'url:' + _digest(str(source).encode())
+    return _file_digest(Path(source))
 
 
 def _digest(data: bytes) -> str:

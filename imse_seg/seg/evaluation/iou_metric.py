@@ -85,10 +85,17 @@ class StreamIoUMetric(IoUMetric):
                 continue
             kind, detail = fault
             self.results.append((FAULT, kind))
-            print_log(f'left out of the metric: {sample.get("img_path", "a sample")}: {detail}',
+            path = sample.get('seg_map_path') if kind == 'bad_label' else None
+            print_log(f'left out of the metric: {path or sample.get("img_path", "a sample")}: {detail}',
                       logger='current', level=logging.WARNING)
         if kept:
             super().process(data_batch, kept)
+
+    def add_fault(self, kind: str) -> None:
+        """Count a sample left out before it reached the model (e.g. a label map that cannot be loaded)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f'unknown fault kind {kind!r}; one of {FAULT_KINDS}')
+        self.results.append((FAULT, kind))
 
     def _merged(self, sample: dict) -> dict:
         """``sample`` with its prediction and label mapped to the merged classes."""

@@ -33,15 +33,21 @@ def methods_for(task: str) -> list[str]:
                   if isinstance(obj, type) and task in getattr(obj, 'tasks', ()))
 
 
-def build_method(cfg: Mapping, task: str) -> Any:
-    """Build the adaptation method ``cfg`` for ``task``; a type that is not registered, or that runs on
-    other tasks only (CoTTA needs a segmentor), is a :class:`~imse_seg.errors.ConfigError` that lists the
-    methods which do run on ``task``."""
+def method_for(type_name: str, task: str) -> type:
+    """The registered method class ``type_name`` if it runs on ``task``; a type that is not registered, or
+    that runs on other tasks only (CoTTA needs a segmentor), is a :class:`~imse_seg.errors.ConfigError`
+    that lists the methods which do run on ``task``."""
     with DefaultScope.overwrite_default_scope('imse_seg'):
-        method_cls = ADAPTATION.get(cfg['type'])
+        method_cls = ADAPTATION.get(type_name)
     if method_cls is None or task not in getattr(method_cls, 'tasks', (task,)):
         why = 'is not a registered method' if method_cls is None else \
             f'runs on {" and ".join(method_cls.tasks)} only'
-        raise ConfigError(f'method type {cfg["type"]!r} {why}; the {task} path runs: '
+        raise ConfigError(f'method type {type_name!r} {why}; the {task} path runs: '
                           f'{", ".join(methods_for(task))}')
+    return method_cls
+
+
+def build_method(cfg: Mapping, task: str) -> Any:
+    """Build the adaptation method ``cfg`` for ``task`` (:func:`method_for` checks that it runs there)."""
+    method_for(cfg['type'], task)
     return build_adaptation(cfg)

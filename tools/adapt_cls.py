@@ -23,7 +23,7 @@ from imse_seg.checkpoint import CheckpointError
 from imse_seg.cli import exit_with, read_config
 from imse_seg.cls.runner import dry_run_classification, run_classification
 from imse_seg.config_check import check_components
-from imse_seg.registry import ADAPTATION
+from imse_seg.registry import ADAPTATION, method_for
 from imse_seg.work_dir import WorkDirLock, prepare_work_dir
 
 
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
     cfg, work_dir = build_config(args)
+    method_for(cfg.method['type'], 'classification')
     check_components(cfg.method, 'method', (ADAPTATION, OPTIMIZERS))
     if args.dry_run:
         dry_run_classification(cfg)

@@ -153,8 +153,8 @@ def test_dry_run_says_whether_the_checkpoint_loads_strictly(stream, tmp_path) ->
     del state['state_dict']['decode_head.conv_seg.bias']
     torch.save(state, tmp_path / 'cut.pth')
     cfg = Config.fromfile(stream['source'])
-    expected = {stream['checkpoint']: 'exists and loads strictly', tmp_path / 'cut.pth': '1 missing: decode_head.conv_seg.bias',
-                tmp_path / 'none.pth': 'does not exist', None: 'none (load_from is None)'}
+    expected = {stream['checkpoint']: 'exists and loads strictly',
+                tmp_path / 'cut.pth': '1 missing: decode_head.conv_seg.bias', tmp_path / 'none.pth': 'does not exist', None: 'none (load_from is None)'}
     for checkpoint, says in expected.items():
         cfg.load_from = None if checkpoint is None else str(checkpoint)
         assert says in dry_run(cfg, image_shape=(64, 128), model_scale=1)['checkpoint']

@@ -39,8 +39,8 @@ def format_comparison(runs: Mapping[str, Sequence[Mapping[str, Any]]], metric: s
     """A markdown table of :func:`summarise_run` for each ``label -> records`` (runs of the same stream).
 
     Columns: method, each condition (mean over rounds), ``round 1``, ``round N`` (the last; both only when
-    the stream has more than one round, where they differ), ``mean`` (all segments) and ``s/image``. Runs with different conditions or round counts are refused, since their
-    means would not be comparable.
+    the stream has more than one round, where they differ), ``mean`` (all segments) and ``s/image``. Runs
+    with different conditions or round counts are refused, since their means would not be comparable.
     """
     if not runs:
         raise ValueError('no runs to compare')

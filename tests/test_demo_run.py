@@ -42,10 +42,14 @@ def demo_run(tmp_path_factory) -> tuple[Path, str]:
 def test_prints_and_writes_the_comparison_table(demo_run: tuple[Path, str]) -> None:
     out, stdout = demo_run
     summary = (out / 'summary.md').read_text()
-    table = [line for line in summary.splitlines() if line.startswith('|')]
-    assert table[0] == '| method | fog | night | rain | snow | mean | s/image |', 'one round: no round columns'
-    assert [line.split('|')[1].strip() for line in table[2:]] == ['source', 'tent', 'imse_stag']
-    assert '\n'.join(table) in stdout
+    tables = [[line for line in block.splitlines() if line.startswith('|')] for block in summary.split('\n\n')]
+    comparison, per_class, bank = [table for table in tables if table]
+    assert comparison[0] == '| method | fog | night | rain | snow | mean | s/image |', 'one round: no round columns'
+    assert [line.split('|')[1].strip() for line in comparison[2:]] == ['source', 'tent', 'imse_stag']
+    assert per_class[0] == '| class | source | imse_stag |' and len(per_class) == 2 + 11
+    assert [line.split('|')[1].strip() for line in bank[2:]] == [
+        'fog r1 -> night r1', 'night r1 -> rain r1', 'rain r1 -> snow r1']
+    assert 'Code bank of imse_stag' in summary and summary.strip() in stdout
     assert (out / 'miou_stream.png').stat().st_size > 0
 
 

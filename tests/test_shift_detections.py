@@ -31,6 +31,7 @@ def test_hits_misses_and_false_alarms() -> None:
     table = format_detections(score)
     assert '| night r1 -> fog r2 | 22 | - |' in table
     assert '2 of 3 boundaries detected, 1 missed; false alarms: 2 (batches: 3, 15).' in table
+    assert format_detections(score, max_alarms=1).endswith('false alarms: 2 (batches: 3, ... 1 more).')
 
 
 def test_a_detection_before_the_boundary_or_past_the_window_is_not_a_hit() -> None:

@@ -269,8 +269,9 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                 atomic_write_text(work_dir / RUN_FILE,
                                   json.dumps({'command': commands[method], 'complete': True}))
                 bar.write(f'{method}: done in {time.perf_counter() - started:.0f} s ({work_dir})')
-            bar.n = sum(finished_segments(out / method) for method in args.method_list if method not in waiting)
-            bar.refresh()
+            done = sum(finished_segments(out / method) for method in args.method_list if method not in waiting)
+            if done != bar.n:
+                bar.update(done - bar.n)
 
 
 def details(runs: dict[str, list[dict]], out: Path) -> str:

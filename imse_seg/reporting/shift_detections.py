@@ -74,12 +74,15 @@ def score_detections(events: Sequence[Mapping[str, Any]], records: Sequence[Mapp
     return DetectionScore(boundaries, unmatched)
 
 
-def format_detections(score: DetectionScore) -> str:
-    """A markdown table, one row per boundary, then the totals and the false alarms."""
+def format_detections(score: DetectionScore, max_alarms: int = 20) -> str:
+    """A markdown table, one row per boundary, then the totals and the first ``max_alarms`` false alarms."""
     lines = ['| boundary | first batch | detected at |', '| --- | ---: | ---: |']
     for boundary in score.boundaries:
         found = '-' if boundary.detected_at is None else str(boundary.detected_at)
         lines.append(f'| {boundary.before} -> {boundary.after} | {boundary.batch} | {found} |')
-    alarms = ', '.join(map(str, score.false_alarms)) or 'none'
+    shown = score.false_alarms[:max_alarms]
+    alarms = ', '.join(map(str, shown)) or 'none'
+    if len(score.false_alarms) > len(shown):
+        alarms += f', ... {len(score.false_alarms) - len(shown)} more'
     return ('\n'.join(lines) + f'\n\n{score.hits} of {len(score.boundaries)} boundaries detected, '
             f'{score.misses} missed; false alarms: {len(score.false_alarms)} (batches: {alarms}).')

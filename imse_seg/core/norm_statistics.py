@@ -103,8 +103,9 @@ def batch_moments(inputs: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance of a ``B x C [x ...]`` batch over every dimension but 1.
 
     Two vectorised passes (the mean, then the mean square about it) rather than ``torch.var_mean``, whose
-    CPU kernel over the non-contiguous batch and spatial dimensions of an NCHW tensor is 15-25 times slower
-    (docs/benchmarks.md); subtracting the mean first keeps the variance exact where the mean is large.
+    CPU kernel over the non-contiguous batch and spatial dimensions of an NCHW tensor is much slower
+    (docs/benchmarks.md: the blended step 122 -> 66 ms); subtracting the mean first keeps the variance
+    exact where the mean is large.
     """
     dims = [0] + list(range(2, inputs.dim()))
     mean = inputs.mean(dim=dims)

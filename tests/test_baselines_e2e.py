@@ -61,12 +61,12 @@ def test_segmentation_baselines_run_and_change_predictions(stream, method) -> No
 def stream_classifier(cfg: dict, work_dir: Path) -> AdaptiveClassifier:
     """:func:`~imse_seg.cls.runner.run_classification`'s stream, returning the adapted classifier."""
     stream = build_stream(cfg['stream'])
-    folders = CorruptionFolders(cfg['data']['root'], stream.folders())
+    folders = CorruptionFolders(cfg['data']['source']['root'], stream.folders())
     model = build_classifier(**cfg['model'])
     transform = create_transform(**resolve_model_data_config(model, args=dict(cfg['transform'])))
     classifier = AdaptiveClassifier(model, build_adaptation(cfg['method']))
     run_stream(classifier, stream.blocks(folders), transform, ResultsWriter(work_dir),
-               batch_size=cfg['data']['batch_size'])
+               batch_size=cfg['data']['batch_size'], load=folders.load)
     return classifier
 
 

@@ -77,7 +77,7 @@ def test_source_run_equals_a_plain_forward_and_corruption_costs_accuracy(tmp_pat
     write_imagenet_c(tmp_path, 'test', corruptions, [5])
     cfg = Config.fromfile(REPO / 'configs/cls/demo_source.py')
     cfg.model.checkpoint = str(REPO / cfg.model.checkpoint)
-    cfg.data.root = str(tmp_path)
+    cfg.data.source.root = str(tmp_path)
     cfg.stream.corruptions = corruptions
     run_classification(cfg, tmp_path / 'run')
     accuracy = [r['metrics']['accuracy'] for r in load_results(tmp_path / 'run')]

@@ -50,7 +50,8 @@ def test_resume_of_another_config_is_refused(tree, tmp_path) -> None:
 
 
 def test_dry_run_adapts_once_without_data(tree, tmp_path) -> None:
-    cfg = config(tree, data=dict(root=str(tmp_path / 'no_data_here'), batch_size=4))
+    cfg = config(tree, data=dict(source=dict(type='CorruptionFolders', root=str(tmp_path / 'no_data_here')),
+                                batch_size=4))
     summary = dry_run_classification(cfg)
     assert summary == dict(method='EntropyAdaptation', parameters=summary['parameters'], inputs=(2, 3, 16, 16),
                            logits=(2, 3), adapted=True)

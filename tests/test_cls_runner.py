@@ -43,10 +43,15 @@ def tree(tmp_path_factory) -> Path:
     return root
 
 
+def folders(root: Path) -> dict:
+    """The data source config of an ImageNet-C folder tree at ``root``."""
+    return dict(type='CorruptionFolders', root=str(root))
+
+
 def config(tree: Path, method: str = 'imse_stag', **overrides) -> dict:
     cfg = dict(model=dict(TINY_VIT, checkpoint=str(tree / 'tiny_vit.safetensors')),
                transform=dict(input_size=(3, 16, 16), crop_pct=1.0),
-               data=dict(root=str(tree / 'data'), batch_size=4),
+               data=dict(source=folders(tree / 'data'), batch_size=4),
                stream=dict(type='SequentialStream', corruptions=CORRUPTIONS, severities=[5]),
                method=METHODS[method].to_dict(), seed=0)
     cfg.update(overrides)
@@ -72,7 +77,7 @@ SETTINGS = {
 @pytest.mark.parametrize('setting', sorted(SETTINGS))
 def test_every_setting_writes_one_row_per_corruption_severity_round(tree, tmp_path, setting):
     stream, batch_size, expected = SETTINGS[setting]
-    cfg = config(tree, stream=stream, data=dict(root=str(tree / 'data'), batch_size=batch_size))
+    cfg = config(tree, stream=stream, data=dict(source=folders(tree / 'data'), batch_size=batch_size))
     summary = run_classification(cfg, tmp_path / 'run')
     records = load_results(tmp_path / 'run')
     keys = [(r['key']['corruption'], r['key']['severity'], r['key']['round']) for r in records]
@@ -138,7 +143,7 @@ def test_an_undecodable_image_is_skipped_counted_and_warned(tree, tmp_path, capl
             for image in (tree / 'data' / corruption / '5' / name).iterdir():
                 (folder / image.name).write_bytes(image.read_bytes())
     (data / 'fog' / '5' / 'dog' / 'broken.png').write_bytes(b'not a png at all')
-    cfg = config(tree, data=dict(root=str(data), batch_size=4))
+    cfg = config(tree, data=dict(source=folders(data), batch_size=4))
     with caplog.at_level(logging.WARNING, logger='imse_seg.cls'):
         run_classification(cfg, tmp_path / 'run')
     fog = [r for r in load_results(tmp_path / 'run') if r['key']['corruption'] == 'fog'][0]
@@ -152,7 +157,7 @@ def test_cli_runs_a_config_with_a_setting(tree, tmp_path):
     cfg_file.write_text(f'_base_ = ["{REPO / "configs/cls/_base_/methods/vit.py"}"]\n'
                         f'model = {config(tree)["model"]!r}\n'
                         'transform = dict(input_size=(3, 16, 16), crop_pct=1.0)\n'
-                        f'data = dict(root={str(tree / "data")!r}, batch_size=4)\n'
+                        f'data = dict(source=dict(type="CorruptionFolders", root={str(tree / "data")!r}), batch_size=4)\n'
                         f'stream = dict(type="SequentialStream", corruptions={CORRUPTIONS!r})\n'
                         'method = {{_base_.tent}}\n')
     setting = tmp_path / 'two_rounds.py'

@@ -65,7 +65,8 @@ def test_spectral_pattern_matching_nothing_lists_the_linear_modules() -> None:
 def test_a_segmentation_only_method_is_refused_on_classification() -> None:
     assert 'CoTTA' in methods_for('segmentation') and 'CoTTA' not in methods_for('classification')
     with pytest.raises(ConfigError, match="'CoTTA' runs on segmentation only; the classification path "
-                                          "runs: EntropyAdaptation, NormStatisticsAdaptation, SAR, Source, ViDA"):
+                                          "runs: ClassificationCoTTA, EntropyAdaptation, "
+                                          "NormStatisticsAdaptation, SAR, Source, ViDA"):
         build_method(dict(type='CoTTA', optimizer=dict(type='Adam', lr=1e-3)), 'classification')
     with pytest.raises(ConfigError, match="'Nope' is not a registered method"):
         build_method(dict(type='Nope'), 'segmentation')
@@ -84,7 +85,7 @@ def test_adapt_cls_cotta_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: method type 'CoTTA' runs on segmentation only; the classification path runs: "
-        'EntropyAdaptation, NormStatisticsAdaptation, SAR, Source, ViDA']
+        'ClassificationCoTTA, EntropyAdaptation, NormStatisticsAdaptation, SAR, Source, ViDA']
 
 
 def _run_folder(folder: Path) -> Path:

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -44,10 +45,11 @@ class SegmentTally:
 
 
 def run_stream(classifier: AdaptiveClassifier, blocks: Sequence[Block], transform: Callable,
-               writer: ResultsWriter, batch_size: int, num_workers: int = 0,
+               writer: ResultsWriter, batch_size: int, load: Callable[[str], Image.Image], num_workers: int = 0,
                checkpoint: Callable[[int, dict], None] | None = None, start: int = 0,
                tallies: dict[tuple, SegmentTally] | None = None) -> None:
-    """Stream ``blocks`` in order through ``classifier``; write each segment's accuracy when it completes.
+    """Stream ``blocks`` in order through ``classifier`` (images read by ``load``); write each segment's
+    accuracy when it completes.
 
     After each block, ``checkpoint(next block index, open tallies)`` may save the stream; a resumed stream
     starts at block ``start`` with the ``tallies`` of segments that were still open there.
@@ -61,7 +63,7 @@ def run_stream(classifier: AdaptiveClassifier, blocks: Sequence[Block], transfor
         if block_index < start:
             continue
         classifier.start_segment(block.name)
-        loader = DataLoader(StreamDataset(block.samples, transform), batch_size=batch_size, shuffle=False,
+        loader = DataLoader(StreamDataset(block.samples, transform, load), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, collate_fn=collate_readable)
         for batch in loader:
             finished = []

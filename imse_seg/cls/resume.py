@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from imse_seg.reporting import ResultsWriter
+from imse_seg.third_party import resolve
 from imse_seg.seg.engine.stream_checkpoint import (STREAM_CHECKPOINT, SegmentProgress, StreamPosition,
                                                    fingerprint, load_stream_checkpoint, rng_state,
                                                    save_stream_checkpoint, set_rng_state)
@@ -29,7 +30,8 @@ class ClassificationCheckpoint:
     def __init__(self, work_dir: str | Path, cfg: Mapping[str, Any], model: nn.Module) -> None:
         self.path = Path(work_dir) / STREAM_CHECKPOINT
         parts = {name: cfg.get(name) for name in ('model', 'transform', 'data', 'stream', 'method', 'seed')}
-        self.fingerprint = fingerprint(parts, model, cfg['model'].get('checkpoint'))
+        source = cfg['model'].get('checkpoint')
+        self.fingerprint = fingerprint(parts, model, str(resolve(source)) if source else None)
 
     def save(self, classifier: AdaptiveClassifier, writer: ResultsWriter, next_block: int,
              tallies: dict[tuple, SegmentTally]) -> None:

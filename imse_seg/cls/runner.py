@@ -5,7 +5,8 @@ Config fields (mmengine Python config; see ``configs/cls/``):
 - ``model``: :func:`~imse_seg.cls.model.build_classifier` arguments (timm name, ``num_classes``, local
   ``checkpoint``, timm model arguments); ``transform``: overrides of timm's data config for the eval
   transform (e.g. ``input_size``, ``crop_pct``);
-- ``data``: ``root`` (ImageNet-C layout), ``batch_size``, ``num_workers``;
+- ``data``: ``source`` (a data source of :mod:`imse_seg.cls.data`: ImageNet-C folders, CIFAR-10-C arrays
+  or a clean folder), ``batch_size``, ``num_workers``;
 - ``stream``: a stream setting of :mod:`imse_seg.cls.streams`;
 - ``method``: an adaptation method of the ``imse_seg`` registry (:mod:`imse_seg.adaptation`); a code
   bank without ``full_batch_size`` gets the data's batch size (its statistics follow full batches only);
@@ -28,7 +29,7 @@ from imse_seg.reporting import ResultsWriter, atomic_write_text, format_table
 from imse_seg.reporting.plot import plot_stream
 
 from .adaptive_classifier import AdaptiveClassifier
-from .data import CorruptionFolders
+from .data import build_data_source
 from .loop import run_stream
 from .resume import ClassificationCheckpoint
 from .model import build_classifier
@@ -52,19 +53,19 @@ def run_classification(cfg: Mapping[str, Any], work_dir: str | Path, force: bool
     batch_size = cfg['data']['batch_size']
     method = build_method(with_bank_batch_size(cfg['method'], batch_size), 'classification')
     stream = build_stream(cfg['stream'])
-    folders = CorruptionFolders(cfg['data']['root'], stream.folders())
+    source = build_data_source(cfg['data']['source'], stream.folders())
     model_cfg = dict(cfg['model'])
-    if len(folders.classes) != model_cfg['num_classes']:
-        raise ValueError(f'{folders.root} holds {len(folders.classes)} classes, the model config has '
+    if len(source.classes) != model_cfg['num_classes']:
+        raise ValueError(f'{source.root} holds {len(source.classes)} classes, the model config has '
                          f'num_classes={model_cfg["num_classes"]}')
     model = build_classifier(**model_cfg)
     transform = create_transform(**resolve_model_data_config(model, args=dict(cfg.get('transform', {}))))
-    blocks = stream.blocks(folders)
+    blocks = stream.blocks(source)
     writer = ResultsWriter(work_dir, force=force, resume=resume)
     classifier = AdaptiveClassifier(model, method)
     checkpoint = ClassificationCheckpoint(work_dir, cfg, model)
     start, tallies = checkpoint.load(classifier, writer) if resume else (0, {})
-    run_stream(classifier, blocks, transform, writer, batch_size=batch_size,
+    run_stream(classifier, blocks, transform, writer, batch_size=batch_size, load=source.load,
                num_workers=cfg['data'].get('num_workers', 0), start=start, tallies=tallies,
                checkpoint=lambda next_block, open_tallies: checkpoint.save(classifier, writer, next_block,
                                                                            open_tallies))

@@ -11,7 +11,8 @@ protocols):
 - recurring: ``rounds=N`` (the whole sequence N times; nothing is reset between rounds);
 - mixed: :class:`MixedStream`, all corruptions' samples shuffled into one block per round;
 - single-sample: any of them with batch size 1 (the data config);
-- label shift: an ``order=dict(type='DirichletOrder', concentration=...)`` inside each block.
+- label shift: an ``order=dict(type='DirichletOrder', concentration=...)`` inside each block, or
+  ``dict(type='ClassSortedOrder')`` (one class after another).
 
 Components are registered in ``STREAMS`` and built from configs.
 """
@@ -59,6 +60,14 @@ class ShuffledOrder:
 
     def __call__(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return rng.permutation(len(labels))
+
+
+@STREAMS.register_module()
+class ClassSortedOrder:
+    """Samples sorted by class (ties in source order): the harshest label shift, one class after another."""
+
+    def __call__(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.argsort(labels, kind='stable')
 
 
 @STREAMS.register_module()

@@ -117,9 +117,9 @@ def test_show_interval_without_show_dir_is_one_line(stream, capsys) -> None:
         'error: --show-interval needs --show-dir: it says which images are drawn there'
 
 
-def test_a_visualisation_hook_that_would_overwrite_rounds_is_refused(stream) -> None:
+def test_mmseg_visualisation_hook_that_would_overwrite_rounds_is_refused(stream) -> None:
     cfg = Config.fromfile(str(stream['config']))
     cfg.default_hooks.visualization = dict(type='SegVisualizationHook')
-    with pytest.raises(ConfigError, match="default_hooks.visualization.test_out_dir: SegVisualizationHook takes no "
-                                          "argument 'test_out_dir'"):
+    with pytest.raises(ConfigError, match="needs default_hooks.visualization to be a StreamVisualizationHook, not "
+                                          "SegVisualizationHook, which would overwrite each round's drawings"):
         configure(cfg, 'source', RunOptions(show_dir='show'))

@@ -17,11 +17,13 @@ from typing import Any, Mapping, Sequence
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
+from mmseg.registry import HOOKS
 
 from imse_seg.config_check import check_top_level
 from imse_seg.errors import ConfigError
 from imse_seg.work_dir import WorkDirLock, prepare_work_dir
 
+from .engine import StreamVisualizationHook
 from .preflight import check_adapt_config, check_source_checkpoint
 
 RANK_VARIABLES = dict(pytorch='RANK', slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK')
@@ -80,9 +82,9 @@ def set_visual_outputs(cfg: Config, show_dir: str | None, show_interval: int | N
     """Turn on the drawings (``default_hooks.visualization``: ``draw``, ``interval``, ``test_out_dir``) and
     the prediction maps (``test_evaluator.output_dir``, as mmseg's ``tools/test.py --out`` does).
 
-    A config without a visualisation hook gets :data:`VISUALIZATION_HOOK`; one with another hook keeps it
-    (a hook that takes no ``test_out_dir``, e.g. mmseg's ``SegVisualizationHook``, is refused by the
-    config check: it would overwrite each round's drawings with the next's).
+    A config without a visualisation hook gets :data:`VISUALIZATION_HOOK`; one with mmseg's
+    ``SegVisualizationHook`` (inherited from an mmseg config) is refused: it names drawings by image only, so
+    each round would overwrite the one before.
     """
     if show_interval is not None and show_dir is None:
         raise ConfigError('--show-interval needs --show-dir: it says which images are drawn there')
@@ -91,6 +93,11 @@ def set_visual_outputs(cfg: Config, show_dir: str | None, show_interval: int | N
     if show_dir is not None:
         hooks = cfg.setdefault('default_hooks', {})
         hook = hooks.get('visualization') or dict(type=VISUALIZATION_HOOK)
+        hook_cls = HOOKS.get(hook['type']) if isinstance(hook['type'], str) else hook['type']
+        if isinstance(hook_cls, type) and not issubclass(hook_cls, StreamVisualizationHook):
+            raise ConfigError(f"--show-dir needs default_hooks.visualization to be a {VISUALIZATION_HOOK}, not "
+                              f"{hook_cls.__name__}, which would overwrite each round's drawings with the next's: "
+                              f"add default_hooks = dict(visualization=dict(type='{VISUALIZATION_HOOK}'))")
         hooks['visualization'] = dict(hook, draw=True, interval=show_interval or 1, test_out_dir=str(show_dir))
     if out is not None:
         if not isinstance(cfg.get('test_evaluator'), Mapping):

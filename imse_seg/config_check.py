@@ -28,6 +28,9 @@ RUNNER_KEYS = ('model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_
                'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer', 'default_scope',
                'randomness', 'experiment_name', 'model_wrapper_cfg', 'custom_imports', 'compile')
 """The top-level keys mmengine's ``Runner.from_cfg`` (and its config loader) read."""
+BUILDER_KEYS = ('type', '_scope_')
+"""Keys of a component config that mmengine's builder takes, not the component (``_scope_``: the registry
+scope, which configs inherited with ``mmseg::`` carry)."""
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
@@ -60,7 +63,7 @@ def check_components(cfg: Mapping[str, Any], path: str, registries: tuple[Regist
     ``descend=False`` for a component whose nested configs belong to other registries (a loop's dataloader).
     """
     cls = resolve(cfg['type'], path, registries)
-    arguments = {key: value for key, value in cfg.items() if key != 'type'}
+    arguments = {key: value for key, value in cfg.items() if key not in BUILDER_KEYS}
     names = accepted_arguments(cls)
     if names is not None:
         for key in arguments:

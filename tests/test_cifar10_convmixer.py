@@ -3,16 +3,15 @@ through the project's pipeline, the CIFAR-10-C array source, BN statistics beati
 and CoTTA's classification code (views, teacher rule, EMA)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from PIL import Image
 
 from imse_seg.checkpoint import CheckpointError
+from imse_seg.cls.cifar10c_writer import corrupt_images, read_cifar10_test
 from imse_seg.cls.convmixer import SequentialConvMixerKeys
 from imse_seg.cls.cotta import ClassificationCoTTA, CoTTAViews
 from imse_seg.cls.data import CorruptionArrays
@@ -84,15 +83,10 @@ def test_the_array_source_checks_its_files_and_spaces_a_subset_evenly(tmp_path: 
 
 
 def noisy_cifar(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` shuffled CIFAR-10 test images with CIFAR-10-C's severity-5 Gaussian noise (std 0.10)."""
-    root = shared_path(CIFAR10_TEST)
-    with open(root / 'manifest.csv') as handle:
-        rows = list(csv.DictReader(line for line in handle if not line.startswith('#')))
-    rng = np.random.default_rng(seed)
-    chosen = [rows[i] for i in rng.permutation(len(rows))[:count]]
-    clean = np.stack([np.asarray(Image.open(root / row['path']).convert('RGB')) for row in chosen]) / 255.0
-    noisy = np.clip(clean + rng.normal(scale=0.10, size=clean.shape), 0, 1)
-    return (noisy * 255).astype(np.uint8), np.array([int(row['label']) for row in chosen])
+    """``count`` shuffled CIFAR-10 test images with CIFAR-10-C's severity-5 Gaussian noise (the generator's)."""
+    images, labels = read_cifar10_test(shared_path(CIFAR10_TEST))
+    chosen = np.random.default_rng(seed).permutation(len(labels))[:count]
+    return corrupt_images(images[chosen], 'gaussian_noise', 5, seed), labels[chosen]
 
 
 def test_test_batch_moments_beat_the_source_on_noise(tmp_path: Path) -> None:

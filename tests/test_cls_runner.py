@@ -1,4 +1,5 @@
 """Classification path end to end on a tiny ImageNet-C-layout tree: every setting, errors, shared core."""
+import json
 import logging
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def test_every_setting_writes_one_row_per_corruption_severity_round(tree, tmp_pa
     assert csv_lines[0].startswith('index,corruption,severity,round,accuracy,error')
     assert len(csv_lines) == len(records) + 1
     assert (tmp_path / 'run' / 'accuracy_stream.png').is_file()
-    assert (tmp_path / 'run' / 'bank_events.jsonl').is_file()
+    events = [json.loads(line) for line in (tmp_path / 'run' / 'bank_events.jsonl').read_text().splitlines()]
+    segments = {f'{c}/{s}' for c, s, _ in keys} | {f'mixed/{s}' for _, s, _ in keys}
+    assert events and all(e['segment'] in segments and e['round'] in {k[2] for k in keys} for e in events)
 
 
 def test_the_methods_are_the_shared_core_objects(tree):

@@ -49,7 +49,7 @@ def run_stream(classifier: AdaptiveClassifier, blocks: Sequence[Block], transfor
                checkpoint: Callable[[int, dict], None] | None = None, start: int = 0,
                tallies: dict[tuple, SegmentTally] | None = None) -> None:
     """Stream ``blocks`` in order through ``classifier`` (images read by ``load``); write each segment's
-    accuracy when it completes.
+    accuracy when it completes. The method is told each batch's round and block (its event log records them).
 
     After each block, ``checkpoint(next block index, open tallies)`` may save the stream; a resumed stream
     starts at block ``start`` with the ``tallies`` of segments that were still open there.
@@ -74,6 +74,7 @@ def run_stream(classifier: AdaptiveClassifier, blocks: Sequence[Block], transfor
                 tally.skipped += 1
                 finished.append(key)
             if batch.inputs is not None:
+                classifier.method.locate(dict(round=block.samples[0].key[2], segment=block.name))
                 hits = (classifier(batch.inputs).argmax(1) == batch.labels).tolist()
                 for index, hit in zip(batch.indices, hits):
                     key = block.samples[index].key

@@ -51,15 +51,17 @@ EXTRAS_ONLY = ('timm', 'torchvision', 'albumentations')
 """Packages only the extras bring (``cls``: timm, which needs torchvision; ``demo``: albumentations)."""
 
 
-def test_segmentation_path_imports_and_refuses_rain_without_the_extras() -> None:
+def test_segmentation_path_runs_and_refuses_rain_without_the_extras() -> None:
     script = f'''
 import sys
 for name in {EXTRAS_ONLY!r}:
     sys.modules[name] = None  # import fails as if not installed
 import numpy as np
+from mmengine.config import Config
 import imse_seg
-from imse_seg.seg.run import configure
+from imse_seg.seg.preflight import check_adapt_config
 from imse_seg.demo.weather import render
+check_adapt_config(Config.fromfile('configs/demo_ctta.py'))  # resolves the method: the registry's modules load
 try:
     render('rain', np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), np.random.default_rng(0))
 except ModuleNotFoundError as error:

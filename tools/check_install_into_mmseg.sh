@@ -39,8 +39,8 @@ if [ "$before" != "$after" ]; then
     diff <(echo "$before") <(echo "$after") || true
     exit 1
 fi
-echo "== unchanged; added: $(comm -13 <(sort "$KEEP/freeze_before.txt") <(sort "$KEEP/freeze_after.txt") \
-    | cut -d= -f1 | tr '\n' ' ')"
+echo "== unchanged; installed or upgraded beside them: $(comm -13 <(sort "$KEEP/freeze_before.txt") \
+    <(sort "$KEEP/freeze_after.txt") | tr '\n' ' ')"
 
 echo "== import and dry run"
 cd "$REPO"

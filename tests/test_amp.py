@@ -170,8 +170,10 @@ def method_config(name: str) -> dict:
 
 # Which spied calls each method's loss goes through (all must see float32 tensors only).
 LOSS_CALLS = {'tent': {'ForwardOutputs'}, 'tent_stag_weight_alignment': {'ForwardOutputs'},
-              'imse_stag': {'ForwardOutputs', 'diversity'}, 'sar': {'ForwardOutputs', 'perturbed_reliable_entropy'},
-              'cotta': {'confident_or_averaged', 'masked_mean'}, 'vida': {'symmetric_cross_entropy', 'view_uncertainty'}}
+              'imse_stag': {'ForwardOutputs', 'diversity'},
+              'sar': {'ForwardOutputs', 'perturbed_reliable_entropy'},
+              'cotta': {'confident_or_averaged', 'masked_mean'},
+              'vida': {'symmetric_cross_entropy', 'view_uncertainty'}}
 
 
 @pytest.mark.parametrize('name', list(LOSS_CALLS))

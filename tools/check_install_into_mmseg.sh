@@ -44,7 +44,7 @@ echo "== unchanged; installed or upgraded beside them: $(comm -13 <(sort "$KEEP/
 
 echo "== import and dry run"
 cd "$REPO"
-"$VENV_PYTHON" -c 'import imse_seg, mmseg, torch; print("imse_seg", imse_seg.__version__, "on torch", torch.__version__)'
+"$VENV_PYTHON" -c 'import imse_seg, torch; print("imse_seg", imse_seg.__version__, "on torch", torch.__version__)'
 "$VENV_PYTHON" tools/adapt.py configs/demo_ctta.py --dry-run > "$KEEP/dry_run.log" 2>&1 \
     || { tail -20 "$KEEP/dry_run.log"; exit 1; }
 grep -o "dry run: .*" "$KEEP/dry_run.log"

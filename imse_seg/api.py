@@ -21,7 +21,8 @@ SETUP_HOOK = 'AdaptationSetupHook'
 def adapt(config: str | Path | Config, method: str | Mapping[str, Any] | None = None, *,
           work_dir: str | Path | None = None, checkpoint: str | None = None, random_weights: bool = False,
           force: bool = False, resume: bool = False, show_dir: str | Path | None = None,
-          show_interval: int | None = None, out: str | Path | None = None, **overrides: Any) -> list[dict]:
+          show_interval: int | None = None, out: str | Path | None = None, amp: bool = False,
+          **overrides: Any) -> list[dict]:
     """Adapt the segmenter of ``config`` (a config file or a loaded ``Config``) online over its stream and
     return the results: one record per condition and round, in stream order, as ``results.jsonl`` holds
     them (``record['key']`` names condition and round, ``record['metrics']`` holds mIoU, aAcc, mAcc).
@@ -48,7 +49,7 @@ def adapt(config: str | Path | Config, method: str | Mapping[str, Any] | None = 
     options = RunOptions(work_dir=None if work_dir is None else str(work_dir), checkpoint=checkpoint,
                          random_weights=random_weights, cfg_options=overrides, force=force, resume=resume,
                          show_dir=None if show_dir is None else str(show_dir), show_interval=show_interval,
-                         out=None if out is None else str(out))
+                         out=None if out is None else str(out), amp=amp)
     cfg = configure(cfg, name, options)
     run(cfg, options, keep=() if path is None else (path,))
     return load_results(cfg.work_dir)

@@ -6,14 +6,27 @@ them like any other component: ``method=dict(type='EntropyAdaptation', ...)``.
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Mapping
 
 from mmengine.registry import DefaultScope, Registry
 
 from imse_seg.errors import ConfigError
 
-ADAPTATION = Registry('adaptation', scope='imse_seg',
-                      locations=['imse_seg.adaptation', 'imse_seg.seg.adaptation', 'imse_seg.cls.cotta'])
+CLASSIFICATION_EXTRA = ('timm', 'torchvision')
+"""What the classification path imports beyond the base install (``pip install -e .[cls]``)."""
+
+
+def component_locations() -> list[str]:
+    """The modules that register the components: the classification CoTTA's only where the ``cls`` extra is
+    installed (it imports torchvision), so that a segmentation install needs neither timm nor torchvision."""
+    locations = ['imse_seg.adaptation', 'imse_seg.seg.adaptation']
+    if all(importlib.util.find_spec(name) is not None for name in CLASSIFICATION_EXTRA):
+        locations.append('imse_seg.cls.cotta')
+    return locations
+
+
+ADAPTATION = Registry('adaptation', scope='imse_seg', locations=component_locations())
 
 
 def build_adaptation(cfg: Mapping, **default_args: Any) -> Any:

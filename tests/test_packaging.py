@@ -45,3 +45,35 @@ def test_installing_into_the_pinned_environment_changes_nothing_else() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert [item['metadata']['name'] for item in report['install']] == ['imse_seg']
+
+
+EXTRAS_ONLY = ('timm', 'torchvision', 'albumentations')
+"""Packages only the extras bring (``cls``: timm, which needs torchvision; ``demo``: albumentations)."""
+
+
+def test_segmentation_path_runs_and_refuses_rain_without_the_extras() -> None:
+    script = f'''
+import sys
+for name in {EXTRAS_ONLY!r}:
+    sys.modules[name] = None  # import fails as if not installed
+import numpy as np
+from mmengine.config import Config
+import imse_seg
+from imse_seg.seg.preflight import check_adapt_config
+from imse_seg.demo.weather import render
+check_adapt_config(Config.fromfile('configs/demo_ctta.py'))  # resolves the method: the registry's modules load
+try:
+    render('rain', np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), np.random.default_rng(0))
+except ModuleNotFoundError as error:
+    print(error)
+'''
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=REPO, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "the 'demo' extra" in result.stdout
+
+
+def test_extras_hold_what_only_the_extras_need() -> None:
+    lists = setup_lists()
+    install = {Requirement(entry).name for entry in lists['INSTALL_REQUIRES']}
+    assert not install & set(EXTRAS_ONLY)
+    assert {Requirement(entry).name for entry in lists['CLS_REQUIRES']} == {'timm'}

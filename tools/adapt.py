@@ -8,10 +8,11 @@ docs/reliability.md), ``--random-weights`` (adapt without a source checkpoint, o
 check a config in CI). ``--show-dir DIR`` draws the ground truth and the prediction of each image (every
 ``--show-interval``-th, default every one) with mmseg's visualizer into ``DIR/round_<r>/<segment>/``,
 ``--out DIR`` writes each prediction as a label-index PNG into ``DIR/round_<r>/<segment>/``: one folder per
-round, as the stream shows every image once per round. The run holds a lock on its work dir throughout;
-config, checkpoint and work-dir mistakes are answered in one line with exit status 2, before anything is
-written. A run stopped by SIGTERM or Ctrl-C saves its state and exits with 128 + the signal's number. The
-same run from Python: ``imse_seg.adapt`` (one code path, :mod:`imse_seg.seg.run`).
+round, as the stream shows every image once per round. ``--amp`` runs the method's forwards in mixed
+precision (``test_cfg.amp``: bfloat16 autocast, losses and updates in float32). The run holds a lock on its
+work dir throughout; config, checkpoint and work-dir mistakes are answered in one line with exit status 2,
+before anything is written. A run stopped by SIGTERM or Ctrl-C saves its state and exits with 128 + the
+signal's number. The same run from Python: ``imse_seg.adapt`` (one code path, :mod:`imse_seg.seg.run`).
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out', metavar='DIR',
                         help='write each prediction as a label-index PNG (as mmseg\'s --out) into '
                              'DIR/round_<r>/<segment>/<image>.png')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: the method\'s forwards under bfloat16 autocast (CPU and CUDA), '
+                             'losses and updates in float32 (sets test_cfg.amp=True)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -69,7 +73,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     """The run options the command line asks for."""
     return RunOptions(work_dir=args.work_dir, checkpoint=args.checkpoint, random_weights=args.random_weights,
                       cfg_options=args.cfg_options, launcher=args.launcher, force=args.force, resume=args.resume,
-                      show_dir=args.show_dir, show_interval=args.show_interval, out=args.out)
+                      show_dir=args.show_dir, show_interval=args.show_interval, out=args.out, amp=args.amp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 A term config is ``dict(type=..., weight=..., **args)``; the factory receives the
 :class:`AdaptationContext` (the model and its spectral layers), which is what the core terms need
 beyond their numbers: the layers whose experts the diversity loss reads, the classifier that STAG's
-anchors come from.
+anchors come from. The classifier input a STAG reading captures is handed on in float32 at least, as the
+logits are (:mod:`imse_seg.core.precision`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from imse_seg.core import SpectralLayer, record_expert_activations
 from imse_seg.core.objective import DiversityLoss, EntropyLoss, Objective, SelfTrainingLoss, StagLoss
+from imse_seg.core.precision import at_least_float32
 from imse_seg.core.spectral import linear_module_patterns
 from imse_seg.core.stag import StagAlignment, StagRowAlignment, StagWeightAlignment
 from imse_seg.errors import ConfigError
@@ -85,7 +87,7 @@ def StagTerm(context: AdaptationContext, alignment: str = 'StagAlignment',
     built = ADAPTATION.get(alignment).from_classifier(module)
     if not isinstance(built, StagAlignment):
         module.register_forward_pre_hook(
-            lambda _, args: context.classifier_input.__setitem__('features', args[0]))
+            lambda _, args: context.classifier_input.__setitem__('features', at_least_float32(args[0])))
     return StagLoss(built)
 
 

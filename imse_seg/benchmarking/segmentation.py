@@ -9,7 +9,9 @@ over a few inputs so that a code bank sees in-domain noise rather than identical
 STAG term's forward and backward on logits of the head's resolution), ``code_bank_statistics`` (the
 frozen patch embedding, per-channel statistics and distance to the running estimate: a bank's ``observe``
 on a batch without shift) and ``code_bank_retrieval`` (distances to five stored entries, top-1 retrieval
-and loading the code into the layers).
+and loading the code into the layers). With ``amp`` the inference and step cases run the segmentor's forward in
+mixed precision (:class:`~imse_seg.core.precision.MixedPrecisionForward`), as ``tools/adapt.py --amp`` does;
+the loss and code bank cases are float32 either way.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 from imse_seg.adaptation.parameters import SpectralParameters
 from imse_seg.core import (DomainStatistics, SpectralCodeBank, SpectralLayer, StagAlignment, TopOneRetrieval,
                            channel_statistics, load_spectral_code, spectral_code, symmetric_kl)
+from imse_seg.core.precision import MixedPrecisionForward
 from imse_seg.registry import build_adaptation
 from imse_seg.seg.adaptation.segmentation import segmentor_logits
 
@@ -75,12 +78,19 @@ def spectral_parameters(methods: Mapping[str, Mapping]) -> SpectralParameters | 
     return None
 
 
-def no_grad_forward(model: nn.Module, inputs: Tensor) -> Case:
-    """A case predicting ``inputs`` without gradients."""
+def no_grad_forward(model: nn.Module, inputs: Tensor, amp: bool = False) -> Case:
+    """A case predicting ``inputs`` without gradients (in mixed precision with ``amp``)."""
+    forward = model_forward(amp)
+
     def run() -> Tensor:
         with torch.no_grad():
-            return segmentor_logits(model, inputs)
+            return forward(model, inputs)
     return run
+
+
+def model_forward(amp: bool) -> Callable[[nn.Module, Tensor], Tensor]:
+    """The forward the methods see: :func:`segmentor_logits`, in mixed precision with ``amp``."""
+    return MixedPrecisionForward(segmentor_logits) if amp else segmentor_logits
 
 
 def _recompose(layers: Sequence[SpectralLayer]) -> Case:
@@ -136,8 +146,9 @@ def _bank_retrieval(model: nn.Module, layers: list[SpectralLayer], inputs: Tenso
 
 
 def segmentation_cases(build: Callable[[], nn.Module], methods: Mapping[str, Mapping], batch: int,
-                       size: Sequence[int], device: torch.device) -> dict[str, Case]:
-    """All cases for one input shape; ``build()`` returns a fresh loaded segmentor on ``device``.
+                       size: Sequence[int], device: torch.device, amp: bool = False) -> dict[str, Case]:
+    """All cases for one input shape; ``build()`` returns a fresh loaded segmentor on ``device``; ``amp``:
+    inference and steps in mixed precision.
 
     The spectral cases (``spectral_inference``, ``recompose``, ``code_bank_*``) use the conversion of the
     first method that has one and are left out when none of ``methods`` converts spectral layers; the code
@@ -146,15 +157,15 @@ def segmentation_cases(build: Callable[[], nn.Module], methods: Mapping[str, Map
     inputs = random_inputs(batch, size, device, seed=0)
     plain = build()
     conversion = spectral_parameters(methods)
-    cases: dict[str, Case] = {'inference': no_grad_forward(plain, inputs[0])}
+    cases: dict[str, Case] = {'inference': no_grad_forward(plain, inputs[0], amp)}
     if conversion is not None:
         spectral = build()
         conversion(spectral)
-        cases['spectral_inference'] = no_grad_forward(spectral, inputs[0])
+        cases['spectral_inference'] = no_grad_forward(spectral, inputs[0], amp)
     for name, cfg in methods.items():
         model = build()
         method = build_adaptation(cfg)
-        method.setup(model, segmentor_logits)
+        method.setup(model, model_forward(amp))
         cases[f'step:{name}'] = cycling(lambda x, m=method, s=model: m.adapt(s, x), inputs)
     cases['stag_loss'] = _stag_loss(plain, inputs[0])
     if conversion is not None:

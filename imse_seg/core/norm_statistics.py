@@ -85,6 +85,7 @@ class BlendedStatistics(BatchStatistics):
                              'not track them (track_running_stats=False)')
         if self.weight == 0.0:
             return output
+        inputs = inputs.to(module.running_mean.dtype)  # a bfloat16 input under autocast: moments in float32
         mean, var = blended_moments(inputs, module.running_mean, module.running_var, self.weight)
         scale = torch.rsqrt(var + module.eps)
         if module.weight is not None:

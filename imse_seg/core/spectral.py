@@ -11,7 +11,8 @@ composition (see :class:`SpectralWeight`).
 
 Each row v_i of Vh is a *spectral expert*. For the diversity loss (methods.md 1.3) a layer can record the
 alignment of its normalised input tokens with every expert, ``a = (x / ||x||) Vh^T`` (tokens x r); the
-hooks that do it exist only while recording is switched on.
+hooks that do it exist only while recording is switched on. Under mixed precision (:mod:`.precision`)
+the reconstruction and the recorded activations stay in the factors' dtype (float32).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from imse_seg.errors import ConfigError
+
+from .precision import float32_region
 
 RANK_TOL = 1e-6
 
@@ -73,8 +76,10 @@ class SpectralWeight(nn.Module):
         return self.singular_values.numel()
 
     def compose(self) -> Tensor:
-        """``U diag(s) Vh`` in the weight's shape, computed from the factors now."""
-        return ((self.U * self.singular_values) @ self.Vh).reshape(self.weight_shape)
+        """``U diag(s) Vh`` in the weight's shape, computed from the factors now, in their dtype even under
+        autocast (:mod:`.precision`: the layer's own op casts the weight, the reconstruction stays exact)."""
+        with float32_region(self.U):
+            return ((self.U * self.singular_values) @ self.Vh).reshape(self.weight_shape)
 
     def forward(self, original: Tensor) -> Tensor:
         s = self.singular_values
@@ -169,7 +174,8 @@ class SpectralLayer:
 
     def _store(self, tokens: Tensor) -> None:
         weight = self.weight
-        weight.expert_activations = F.normalize(tokens, dim=-1) @ weight.Vh.T
+        with float32_region(tokens):
+            weight.expert_activations = F.normalize(tokens.to(weight.Vh.dtype), dim=-1) @ weight.Vh.T
 
     def _record_input(self, module: nn.Module, args: tuple) -> None:
         self._store(_input_tokens(module, args[0]))
@@ -183,12 +189,13 @@ class SpectralLayer:
         # W = U diag(s) Vh gives the expert coordinates exactly: z Vh^T = (o - b) U diag(1/s), and for a
         # full-rank W (the square out_proj of a trained model) ||z|| = ||z Vh^T||.
         weight = self.weight
-        out = output[0].reshape(-1, weight.U.shape[0])
-        bias = self.module.bias
-        if bias is not None:
-            out = out - bias
-        coords = (out @ weight.U) / weight.singular_values
-        weight.expert_activations = F.normalize(coords, dim=-1)
+        with float32_region(weight.U):
+            out = output[0].reshape(-1, weight.U.shape[0]).to(weight.U.dtype)
+            bias = self.module.bias
+            if bias is not None:
+                out = out - bias
+            coords = (out @ weight.U) / weight.singular_values
+            weight.expert_activations = F.normalize(coords, dim=-1)
 
 
 def _as_patterns(patterns: str | Sequence[str] | None) -> list[str]:

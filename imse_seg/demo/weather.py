@@ -8,19 +8,21 @@ are calibrated on the tuning stream against the published EfficientViT-Seg-B0 Ci
 :data:`TINY_SEGFORMER_WEATHER` against the bundled tiny SegFormer (``tools/calibrate_demo.py``,
 ``docs/demo_data.md``). Rain and snow use albumentations' maintained transforms (streaks, lens drops, snow
 cover, blur); only what none provides is written here: the atmospheric scattering model with its depth,
-and low light.
+and low light. albumentations is the ``demo`` extra, imported when rain or snow is rendered, so that
+``import imse_seg`` (whose CamVid dataset reads this package's label map) needs none.
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # albumentations asks PyPI for updates at import
-import albumentations as A  # noqa: E402
+if TYPE_CHECKING:
+    import albumentations as A
 
 CONDITIONS = ('fog', 'night', 'rain', 'snow')
 
@@ -235,6 +237,17 @@ def render_night(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
     return _to_uint8(np.clip(linear, 0.0, 1.0) ** (1 / 2.2))
 
 
+def _albumentations() -> ModuleType:
+    """The albumentations module, or a ``ModuleNotFoundError`` that names the extra which installs it."""
+    os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # albumentations asks PyPI for updates at import
+    try:
+        import albumentations
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError("rendering rain and snow needs albumentations, the 'demo' extra: "
+                                  "pip install -e '.[demo]'") from error
+    return albumentations
+
+
 def _seeded(transform: A.ImageOnlyTransform, rng: np.random.Generator) -> A.ImageOnlyTransform:
     transform.set_random_seed(int(rng.integers(0, 2 ** 31)))
     return transform
@@ -248,6 +261,7 @@ def _haze(image: np.ndarray, label: np.ndarray, beta: float, airlight: float) ->
 def render_rain(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                 params: RainParams = RainParams()) -> np.ndarray:
     """Haze, wet-lens blur, rain streaks and lens drops, in that order (see :class:`RainParams`)."""
+    A = _albumentations()
     out = _haze(image, label, rng.uniform(*params.haze_beta), 0.6)
     if params.blur_sigma is not None:
         wet_lens = A.GaussianBlur(blur_limit=0, sigma_limit=params.blur_sigma, p=1.0)
@@ -266,6 +280,7 @@ def render_rain(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
 def render_snow(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                 params: SnowParams = SnowParams()) -> np.ndarray:
     """Snow cover, haze and falling flakes (see :class:`SnowParams`)."""
+    A = _albumentations()
     cover = A.RandomSnow(snow_point_range=params.snow_point, brightness_coeff=params.brightness,
                          method='bleach', p=1.0)
     out = _seeded(cover, rng)(image=image)['image']

@@ -32,7 +32,8 @@ def dry_run(cfg: Config, image_shape: tuple[int, int] = (1080, 1920), model_scal
 
     A random image (H x W x 3, uint8) and label map go through every transform of the test pipeline but
     the file loaders (resize and packing run for real). The packed sample is then shrunk by
-    ``model_scale`` and given to the model's ``test_step``, which predicts and adapts once. Returns a
+    ``model_scale`` and given to the model's ``test_step``, which predicts and adapts once (in mixed
+    precision with ``test_cfg.amp``). Returns a
     summary dict (method, parameter counts, shapes, whether the adapted parameters moved, and whether
     ``load_from`` exists and loads strictly into the segmentor; the weights stay random either way).
     """
@@ -43,7 +44,7 @@ def dry_run(cfg: Config, image_shape: tuple[int, int] = (1080, 1920), model_scal
     if len(hooks) != 1:
         raise ValueError(f'expected one AdaptationSetupHook in custom_hooks, found {len(hooks)}')
     method = build_adaptation(hooks[0]['method'])
-    model.set_method(method)
+    model.set_method(method, amp=bool((cfg.get('test_cfg') or {}).get('amp', False)))
     pipeline = Compose([t for t in cfg.test_dataloader.dataset.pipeline if not t['type'].startswith('Load')])
     rng = np.random.default_rng(0)
     h, w = image_shape

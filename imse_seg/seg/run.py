@@ -2,7 +2,7 @@
 :func:`imse_seg.adapt` share.
 
 :func:`configure` applies what a run asks beyond its config (:class:`RunOptions`: work dir, checkpoint,
-config overrides, restart mode, visual outputs) as config entries and checks the result before anything
+config overrides, restart mode, visual outputs, mixed precision) as config entries and checks the result before anything
 heavy is built; :func:`run` checks the source checkpoint, takes the work dir's lock, clears or refuses a
 previous run there, and streams the config through mmengine's ``Runner.test``.
 """
@@ -38,7 +38,7 @@ class RunOptions:
 
     ``show_dir``: draw the ground truth and the prediction of every ``show_interval``-th batch of each
     segment (default: every one) into ``show_dir/round_<r>/<segment>/``; ``out``: write every prediction as a
-    label-index PNG into ``out/round_<r>/<segment>/``.
+    label-index PNG into ``out/round_<r>/<segment>/``; ``amp``: mixed precision (``test_cfg.amp``).
     """
     work_dir: str | None = None
     checkpoint: str | None = None
@@ -50,6 +50,7 @@ class RunOptions:
     show_dir: str | None = None
     show_interval: int | None = None
     out: str | None = None
+    amp: bool = False
 
 
 def configure(cfg: Config, name: str, options: RunOptions) -> Config:
@@ -73,6 +74,8 @@ def configure(cfg: Config, name: str, options: RunOptions) -> Config:
         cfg.test_cfg.force = True
     if options.resume:
         cfg.test_cfg.resume = True
+    if options.amp:
+        cfg.test_cfg.amp = True
     set_visual_outputs(cfg, options.show_dir, options.show_interval, options.out)
     check_adapt_config(cfg)
     return cfg

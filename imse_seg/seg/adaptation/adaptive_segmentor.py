@@ -10,6 +10,7 @@ from mmseg.utils import SampleList
 
 from imse_seg.adaptation.guard import DivergenceGuard
 from imse_seg.adaptation.method import AdaptationMethod
+from imse_seg.core.precision import MixedPrecisionForward, check_amp_device
 from .segmentation import image_region, segmentor_logits
 
 
@@ -24,8 +25,11 @@ class AdaptiveSegmentor(BaseTTAModel):
     lets the method predict-and-adapt (gradients enabled inside, whatever loop calls it), and
     post-processes the returned logits exactly as mmseg's whole-image inference does, so with the
     ``Source`` method the predictions are mmseg's own. With a :class:`DivergenceGuard` the method adapts
-    under it. A sample whose scored logits are not finite (an input that makes the model produce NaN) is
-    marked ``fault='non-finite prediction'`` in its metainfo, which the stream metric counts and leaves out.
+    under it. With ``amp`` (``test_cfg.amp``, ``--amp``) the method's forwards run in mixed precision
+    (:class:`~imse_seg.core.precision.MixedPrecisionForward`: bfloat16 autocast, float32 logits), and
+    everything it computes from them in float32. A sample whose scored logits are not finite (an input that
+    makes the model produce NaN) is marked ``fault='non-finite prediction'`` in its metainfo, which the
+    stream metric counts and leaves out.
 
     Args:
         module: The segmentor (config or module), e.g. an ``EncoderDecoder``.
@@ -37,11 +41,16 @@ class AdaptiveSegmentor(BaseTTAModel):
         self.method: AdaptationMethod | None = None
         self.guard: DivergenceGuard | None = None
 
-    def set_method(self, method: AdaptationMethod, guard: DivergenceGuard | None = None) -> None:
-        """Set ``method`` up on the (loaded) segmentor and use it, under ``guard`` if given, from now on."""
+    def set_method(self, method: AdaptationMethod, guard: DivergenceGuard | None = None, amp: bool = False) -> None:
+        """Set ``method`` up on the (loaded) segmentor and use it, under ``guard`` if given, from now on; with
+        ``amp`` its forwards run in mixed precision."""
         if self.method is not None:
             raise RuntimeError(f'AdaptiveSegmentor already runs {type(self.method).__name__}')
-        method.setup(self.module, segmentor_logits)
+        forward = segmentor_logits
+        if amp:
+            check_amp_device(next(self.module.parameters()).device)
+            forward = MixedPrecisionForward(segmentor_logits)
+        method.setup(self.module, forward)
         self.method = method
         self.guard = guard
 

@@ -14,6 +14,7 @@ from imse_seg.core.distributed import average_gradients_across_ranks
 from imse_seg.core.entropy import masked_mean
 from imse_seg.core.mean_teacher import (confident_or_averaged, ema_update, multi_view_probabilities,
                                         stochastic_restore)
+from imse_seg.core.precision import same_precision
 from imse_seg.core.update import closure_step
 from imse_seg.registry import ADAPTATION
 
@@ -70,7 +71,8 @@ class CoTTA(AdaptationMethod):
     differences from the official code: its views are resized from the original image by the data
     pipeline and their predictions averaged at the original image's size; here the views are the
     pre-processed input resized (bilinear) and everything stays at the input's size (the metric's
-    upsampling to the original size follows).
+    upsampling to the original size follows). The teacher's and the anchor's predictions run in the
+    precision of the student's forward (mixed under ``--amp``, :func:`~imse_seg.core.precision.same_precision`).
     """
 
     tasks = ('segmentation',)
@@ -92,6 +94,7 @@ class CoTTA(AdaptationMethod):
 
     def setup(self, segmentor: nn.Module, forward: Forward) -> None:
         super().setup(segmentor, forward)
+        self.view_logits = same_precision(forward, inference_logits)
         self.params = AllParameters(self.statistics)(segmentor).params
         self.source_state = {name: p.detach().clone() for name, p in segmentor.named_parameters()}
         # Copies of a model the runner still holds in train mode: they are not its submodules, so nothing
@@ -110,8 +113,8 @@ class CoTTA(AdaptationMethod):
         for model in (segmentor, self.teacher, self.anchor):
             model.eval()
         with torch.no_grad():
-            anchor = inference_logits(self.anchor, inputs).softmax(dim=1)
-            averaged, plain = multi_view_probabilities(partial(inference_logits, self.teacher), inputs,
+            anchor = self.view_logits(self.anchor, inputs).softmax(dim=1)
+            averaged, plain = multi_view_probabilities(partial(self.view_logits, self.teacher), inputs,
                                                        self.scales, self.flip, segmentor.align_corners)
             target = confident_or_averaged(anchor, plain, averaged, self.confidence)
         labels = None if self.soft_labels else target.argmax(dim=1)

@@ -29,7 +29,8 @@ class AdaptationSetupHook(Hook):
     (``dict(type='EntropyAdaptation', ...)``), so switching methods is replacing this hook's entry in
     ``custom_hooks``. The method adapts under a :class:`~imse_seg.adaptation.DivergenceGuard` built from
     ``guard`` (by default: non-finite updates are refused, no collapse check); ``guard=None`` runs the
-    method bare, so that a non-finite update ends the run.
+    method bare, so that a non-finite update ends the run. The method's forwards run in mixed precision when
+    the loop asks for it (:class:`ContinualTestLoop`'s ``amp``).
 
     Args:
         method: Config of the adaptation method (registry :data:`imse_seg.registry.ADAPTATION`).
@@ -49,9 +50,10 @@ class AdaptationSetupHook(Hook):
         classes = runner.test_loop.dataloader.dataset.metainfo.get('classes')
         check_classes(model.module.decode_head.num_classes, classes)
         guard = None if self.guard_cfg is None else build_adaptation(self.guard_cfg)
-        model.set_method(build_adaptation(self.method_cfg), guard)
-        print_log(f'adaptation method {self.method_cfg["type"]}: {count_parameters(model.module)}',
-                  logger='current')
+        amp = getattr(runner.test_loop, 'amp', False)
+        model.set_method(build_adaptation(self.method_cfg), guard, amp=amp)
+        print_log(f'adaptation method {self.method_cfg["type"]}{" (mixed precision)" if amp else ""}: '
+                  f'{count_parameters(model.module)}', logger='current')
 
 
 def check_classes(num_classes: int, classes: tuple | None) -> None:

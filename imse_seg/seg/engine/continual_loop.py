@@ -70,13 +70,18 @@ class ContinualTestLoop(BaseLoop):
         resume: Continue the run whose stream checkpoint is in ``results_dir``.
         checkpoint_interval: Also save the stream state every this many batches; None: at segment
             boundaries only.
+        amp: Run the adaptation method's forwards in mixed precision (bfloat16 autocast; the losses and the
+            update in float32: :mod:`imse_seg.core.precision`), as mmengine's ``TestLoop(fp16=True)`` runs
+            its test steps; ``tools/adapt.py --amp`` sets it. The :class:`AdaptationSetupHook` hands it to
+            the model.
     """
 
     def __init__(self, runner, dataloader: dict, evaluator: dict | list, segments: Sequence[dict],
                  rounds: int = 1, results_dir: str | None = None, force: bool = False, resume: bool = False,
-                 checkpoint_interval: int | None = None) -> None:
+                 checkpoint_interval: int | None = None, amp: bool = False) -> None:
         self._runner = runner
-        self.check_options(segments, rounds, force=force, resume=resume, checkpoint_interval=checkpoint_interval)
+        self.check_options(segments, rounds, force=force, resume=resume, checkpoint_interval=checkpoint_interval,
+                           amp=amp)
         seed = runner.seed
         self.segments: list[tuple[str, DataLoader]] = []
         for segment in segments:
@@ -95,11 +100,14 @@ class ContinualTestLoop(BaseLoop):
         self.force = force
         self.resume = resume
         self.checkpoint_interval = checkpoint_interval
+        self.amp = amp
         self.run_parts = dict(model=runner.cfg.get('model'), segments=list(segments),
                               method=[hook for hook in runner.cfg.get('custom_hooks', [])
                                       if hook.get('type') == 'AdaptationSetupHook'],
                               dataloader={key: value for key, value in dict(dataloader).items()
                                           if key not in LOADER_OPTIONS_WITHOUT_EFFECT})
+        if self.amp:  # a part only under amp, so that the checkpoints of full-precision runs keep their digests
+            self.run_parts['precision'] = 'mixed (bfloat16 autocast)'
         suffix = f'.rank{get_rank()}' if get_world_size() > 1 else ''
         self.checkpoint_path = self.results_dir / STREAM_CHECKPOINT.replace('.pth', f'{suffix}.pth')
         self._stop_signal: int | None = None
@@ -108,7 +116,8 @@ class ContinualTestLoop(BaseLoop):
 
     @staticmethod
     def check_options(segments: Sequence[dict] = (), rounds: int = 1, results_dir: str | None = None,
-                      force: bool = False, resume: bool = False, checkpoint_interval: int | None = None) -> None:
+                      force: bool = False, resume: bool = False, checkpoint_interval: int | None = None,
+                      amp: bool = False) -> None:
         """Refuse option values the loop cannot run with (``ValueError``); also checked before a run starts
         (:func:`imse_seg.config_check.check_components`), so that a mistake is answered before any output."""
         if not segments:
@@ -119,6 +128,8 @@ class ContinualTestLoop(BaseLoop):
             raise ValueError('force and resume exclude each other: start the run over, or continue it')
         if checkpoint_interval is not None and (not isinstance(checkpoint_interval, int) or checkpoint_interval < 1):
             raise ValueError(f'checkpoint_interval must be an integer >= 1 or None, got {checkpoint_interval!r}')
+        if not isinstance(amp, bool):
+            raise ValueError(f'amp must be True or False, got {amp!r}')
 
     @property
     def stream_length(self) -> int:

@@ -29,6 +29,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType
 from torch import Tensor, nn
 
+from imse_seg.core.precision import float32_region
+
 BN = dict(type='BN')
 HSWISH = dict(type='HSwish')
 ATTENTION_EPS = 1e-15
@@ -94,7 +96,9 @@ class LiteMLA(nn.Module):
 
     computed in O(N) as ``[V; 1] K^T`` then times Q, the appended row of ones giving the normaliser. When
     N <= head_dim the quadratic form ``V (K^T Q / column sums)`` costs less and is used, as in the
-    authors' code. ``proj`` (1x1 + norm) maps the concatenated heads back to ``channels``.
+    authors' code. ``proj`` (1x1 + norm) maps the concatenated heads back to ``channels``. Under autocast
+    the attention itself runs in float32, as the authors' ``relu_linear_att`` does (``autocast(enabled=False)``):
+    in bfloat16 its normaliser's sums lose the precision the division needs.
     """
 
     def __init__(self, channels: int, head_dim: int, scales: Sequence[int] = (5,),
@@ -116,6 +120,12 @@ class LiteMLA(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         qkv = self.qkv(x)
         qkv = torch.cat([qkv] + [aggregate(qkv) for aggregate in self.aggregation], dim=1)
+        with float32_region(qkv):
+            out = self._attention(qkv.float())
+        return self.proj(out)
+
+    def _attention(self, qkv: Tensor) -> Tensor:
+        """The ReLU linear attention of the multi-scale ``qkv`` maps (B x 3 heads d x H x W)."""
         batch, _, height, width = qkv.shape
         d = self.head_dim
         qkv = qkv.reshape(batch, -1, 3 * d, height * width)
@@ -127,7 +137,7 @@ class LiteMLA(nn.Module):
         else:
             weights = k.transpose(-1, -2) @ q
             out = v @ (weights / (weights.sum(dim=2, keepdim=True) + ATTENTION_EPS))
-        return self.proj(out.reshape(batch, -1, height, width))
+        return out.reshape(batch, -1, height, width)
 
 
 class EfficientViTBlock(nn.Module):

@@ -20,6 +20,8 @@ def events(*detected: int, total: int = 42) -> list[dict]:
 def test_boundaries_count_scored_and_skipped_batches() -> None:
     assert segment_boundaries(STREAM) == [(10, 'fog r1', 'night r1'), (22, 'night r1', 'fog r2'),
                                           (32, 'fog r2', 'night r2')]
+    # in batches of 4 that never span two segments: 10 images -> 3 batches, 12 -> 3, 10 -> 3
+    assert [batch for batch, _, _ in segment_boundaries(STREAM, batch_size=4)] == [3, 6, 9]
 
 
 def test_hits_misses_and_false_alarms() -> None:

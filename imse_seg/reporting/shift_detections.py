@@ -40,15 +40,15 @@ class DetectionScore:
         return len(self.boundaries) - self.hits
 
 
-def segment_boundaries(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, str]]:
+def segment_boundaries(records: Sequence[Mapping[str, Any]], batch_size: int = 1) -> list[tuple[int, str, str]]:
     """``(first batch of the segment, previous segment, this segment)`` for every segment after the first.
 
-    Batches are counted as the loop feeds them (one image each at batch 1): every image the segment
-    scored or skipped.
+    Batches are counted as the loop feeds them: every image the segment scored or skipped, in batches of
+    ``batch_size`` that never span two segments (the last one of a segment may be short).
     """
     boundaries, batch = [], 0
     for previous, record in zip(records, records[1:]):
-        batch += previous['num_images'] + previous.get('num_skipped', 0)
+        batch += -(-(previous['num_images'] + previous.get('num_skipped', 0)) // batch_size)
         boundaries.append((batch, label(previous), label(record)))
     return boundaries
 
@@ -59,14 +59,15 @@ def label(record: Mapping[str, Any]) -> str:
 
 
 def score_detections(events: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
-                     window: int = 5) -> DetectionScore:
-    """Match the ``detected`` events to the true boundaries of the stream ``records`` describe."""
+                     window: int = 5, batch_size: int = 1) -> DetectionScore:
+    """Match the ``detected`` events to the true boundaries of the stream ``records`` describe (streamed in
+    batches of ``batch_size``)."""
     if window < 1:
         raise ValueError(f'window must be at least 1 batch, got {window}')
     detections = sorted(event['batch_index'] for event in events if event.get('detected'))
     unmatched = list(detections)
     boundaries = []
-    for batch, before, after in segment_boundaries(records):
+    for batch, before, after in segment_boundaries(records, batch_size):
         hit = next((d for d in unmatched if batch <= d < batch + window), None)
         if hit is not None:
             unmatched.remove(hit)

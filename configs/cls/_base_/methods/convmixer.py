@@ -8,17 +8,20 @@ statistics = dict(type='TestStatistics')
 # transformer's MLP: a 256 x 256 linear map applied at every position). The depthwise convs mix space per
 # channel and are no dense map; the stem and the head are left as they are (STAG's anchors live in the head's
 # input space). IMSE trains the earlier blocks and keeps the last ones for the diversity term (methods.md
-# 1.3): blocks 0-5 train, 6-7 carry it (the split measured on the tuning stream: docs/results_classification.md).
+# 1.3): blocks 0-5 train, 6-7 carry it (training all 8 scored alike on the tuning stream at 1,000 images per
+# corruption and lr 1e-3: 29.38 against 29.42 % error).
 spectral_roles = ['blocks.?.1']
 trained_blocks = ['blocks.[0-5].*']
 diversity_blocks = ['blocks.[67].*']
 # Official diversity loss: -lambda * sum over layers / vm_num blocks, lambda = 50; one spectral layer per block,
 # and the DiversityTerm averages over layers, so 50 is the official scale.
 diversity_weight = 50.0
-# Learning rates chosen on the tuning stream (configs/cls/_base_/settings/cifar10c_tune.py; the grids and the
-# scores are in docs/results_classification.md). TENT's published CIFAR setting is Adam 1e-3 at batch 200.
-norm_lr = 1e-3
-spectral_lr = 1e-3
+# Learning rates chosen on the tuning stream (configs/cls/_base_/settings/cifar10c_tune.py; mean error there,
+# docs/results_classification.md): TENT Adam 1e-3 / 3e-3 / 1e-2 / 3e-2: 28.1 / 27.4 / 28.7 / 37.4 (TENT's
+# published CIFAR setting is 1e-3); IMSE+STAG Adam on the singular values 3e-3 / 1e-2 / 3e-2 / 1e-1 / 3e-1:
+# 28.6 / 28.6 / 28.5 / 27.9 / 31.1 (BN statistics alone: 28.6). TENT+STAG and IMSE reuse them.
+norm_lr = 3e-3
+spectral_lr = 1e-1
 code_bank = dict(feature_module='stem', channel_dim=1, retrieval=dict(type='TopOneRetrieval'))
 
 source = dict(type='Source')

@@ -160,7 +160,7 @@ def test_cli_runs_a_config_with_a_setting(tree, tmp_path):
     cfg_file.write_text(f'_base_ = ["{REPO / "configs/cls/_base_/methods/vit.py"}"]\n'
                         f'model = {config(tree)["model"]!r}\n'
                         'transform = dict(input_size=(3, 16, 16), crop_pct=1.0)\n'
-                        f'data = dict(source=dict(type="CorruptionFolders", root={str(tree / "data")!r}), batch_size=4)\n'
+                        f'data = dict(source={folders(tree / "data")!r}, batch_size=4)\n'
                         f'stream = dict(type="SequentialStream", corruptions={CORRUPTIONS!r})\n'
                         'method = {{_base_.tent}}\n')
     setting = tmp_path / 'two_rounds.py'

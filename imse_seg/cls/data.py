@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
 
+from imse_seg.errors import ConfigError
 from imse_seg.third_party import resolve
 
 from .streams import Sample
@@ -148,10 +149,10 @@ class CorruptionArrays:
         if len(self.labels) % 5:
             raise ValueError(f'{labels_path} holds {len(self.labels)} labels, not 5 severities x N images')
         self.per_severity = len(self.labels) // 5
-        self.images = {c: self._open(c) for c, _ in folders}
         bad = [f'{c}/{s}' for c, s in folders if s not in range(1, 6)]
         if bad:
-            raise ValueError(f'{self.root}: severities are 1-5, the stream asks for {", ".join(bad[:5])}')
+            raise ConfigError(f'{self.root}: severities are 1-5, the stream asks for {", ".join(bad[:5])}')
+        self.images = {c: self._open(c) for c in dict.fromkeys(c for c, _ in folders)}
         self.count = self.per_severity if images_per_severity is None else min(images_per_severity,
                                                                                 self.per_severity)
         self.classes = list(classes) if classes is not None else [str(k) for k in range(int(self.labels.max()) + 1)]

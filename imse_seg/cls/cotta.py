@@ -10,17 +10,14 @@ moments in all three models.
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
-from mmengine.registry import OPTIMIZERS
 from torch import Tensor, nn
 
-from imse_seg.adaptation.method import AdaptationMethod, Forward, ValidRegion, load_parameters
-from imse_seg.adaptation.parameters import AllParameters
-from imse_seg.core.mean_teacher import ema_update, stochastic_restore
+from imse_seg.adaptation.mean_teacher import MeanTeacherMethod
+from imse_seg.adaptation.method import Forward, ValidRegion
 from imse_seg.core.update import closure_step
 from imse_seg.registry import ADAPTATION
 
@@ -80,7 +77,7 @@ class CoTTAViews:
 
 
 @ADAPTATION.register_module()
-class ClassificationCoTTA(AdaptationMethod):
+class ClassificationCoTTA(MeanTeacherMethod):
     """Mean teacher with augmentation-averaged pseudo-labels and stochastic restore, on a classifier.
 
     Per batch (qinenergy/cotta ``cifar/cotta.py``, ``forward_and_adapt``; CIFAR-10 config: Adam lr 1e-3,
@@ -127,12 +124,7 @@ class ClassificationCoTTA(AdaptationMethod):
                              "normalisation (the model has no pretrained_cfg to read them from)")
         self.input_mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.input_std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.params = AllParameters(self.statistics)(model).params
-        self.source_state = {name: p.detach().clone() for name, p in model.named_parameters()}
-        self.teacher = copy.deepcopy(model).requires_grad_(False).eval()
-        self.anchor = copy.deepcopy(model).requires_grad_(False).eval()
-        cfg = dict(self.optimizer_cfg)
-        self.optimizer = OPTIMIZERS.get(cfg.pop('type'))(self.params, **cfg)
+        self.setup_mean_teacher(model)
 
     def teacher_logits(self, inputs: Tensor) -> Tensor:
         """The teacher's prediction: the plain batch's logits, or their average over the random views when
@@ -158,21 +150,5 @@ class ClassificationCoTTA(AdaptationMethod):
 
         with torch.enable_grad():
             closure_step(self.optimizer, closure)
-        ema_update(self.teacher, model, self.ema)
-        stochastic_restore(model, self.source_state, self.restore_probability, self.generator)
+        self.follow_student(model)
         return target.clamp_min(1e-12).log()
-
-    def adapted_parameters(self) -> list[nn.Parameter]:
-        return list(self.params)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Student parameters, optimiser state, teacher and the generator (views and restore); the anchor
-        and the restore targets are the source model, rebuilt by ``setup``."""
-        return dict(params=[p.detach() for p in self.params], optimizer=self.optimizer.state_dict(),
-                    teacher=self.teacher.state_dict(), generator=self.generator.get_state())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_parameters(self.params, state['params'], type(self).__name__)
-        self.optimizer.load_state_dict(state['optimizer'])
-        self.teacher.load_state_dict(state['teacher'])
-        self.generator.set_state(state['generator'])

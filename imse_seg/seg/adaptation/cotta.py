@@ -1,25 +1,22 @@
 """CoTTA (Wang et al., CVPR 2022) on an mmseg segmentor, as its segmentation code runs it."""
 from __future__ import annotations
 
-import copy
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from mmengine.registry import OPTIMIZERS
 from torch import Tensor, nn
 
 from imse_seg.core.distributed import average_gradients_across_ranks
 from imse_seg.core.entropy import masked_mean
-from imse_seg.core.mean_teacher import (confident_or_averaged, ema_update, multi_view_probabilities,
-                                        stochastic_restore)
+from imse_seg.core.mean_teacher import confident_or_averaged, multi_view_probabilities
 from imse_seg.core.precision import same_precision
 from imse_seg.core.update import closure_step
 from imse_seg.registry import ADAPTATION
 
-from imse_seg.adaptation.method import AdaptationMethod, Forward, ValidRegion, load_parameters
-from imse_seg.adaptation.parameters import AllParameters
+from imse_seg.adaptation.mean_teacher import MeanTeacherMethod
+from imse_seg.adaptation.method import Forward, ValidRegion
 from .segmentation import pad_to_divisor
 
 COTTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
@@ -43,7 +40,7 @@ def inference_logits(segmentor: nn.Module, images: Tensor) -> Tensor:
 
 
 @ADAPTATION.register_module()
-class CoTTA(AdaptationMethod):
+class CoTTA(MeanTeacherMethod):
     """Mean teacher with augmentation-averaged pseudo-labels and stochastic restore.
 
     Follows CoTTA's official segmentation code (qinenergy/cotta, ``acdc-submission/mmseg/apis/test.py``,
@@ -95,14 +92,7 @@ class CoTTA(AdaptationMethod):
     def setup(self, segmentor: nn.Module, forward: Forward) -> None:
         super().setup(segmentor, forward)
         self.view_logits = same_precision(forward, inference_logits)
-        self.params = AllParameters(self.statistics)(segmentor).params
-        self.source_state = {name: p.detach().clone() for name, p in segmentor.named_parameters()}
-        # Copies of a model the runner still holds in train mode: they are not its submodules, so nothing
-        # but this method ever switches them.
-        self.teacher = copy.deepcopy(segmentor).requires_grad_(False).eval()
-        self.anchor = copy.deepcopy(segmentor).requires_grad_(False).eval()
-        cfg = dict(self.optimizer_cfg)
-        self.optimizer = OPTIMIZERS.get(cfg.pop('type'))(self.params, **cfg)
+        self.setup_mean_teacher(segmentor)
         average_gradients_across_ranks(self.params)
 
     def start_segment(self, name: str) -> None:
@@ -130,24 +120,5 @@ class CoTTA(AdaptationMethod):
 
         with torch.enable_grad():
             closure_step(self.optimizer, closure)
-        ema_update(self.teacher, segmentor, self.ema)
-        stochastic_restore(segmentor, self.source_state, self.restore_probability, self.generator)
+        self.follow_student(segmentor)
         return target.clamp_min(1e-12).log()
-
-    def adapted_parameters(self) -> list[nn.Parameter]:
-        return list(self.params)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Student parameters, optimiser state, teacher and the restore generator.
-
-        The anchor and the restore targets are copies of the source model, rebuilt by ``setup`` from the
-        same checkpoint; they never change, so they are not part of the state.
-        """
-        return dict(params=[p.detach() for p in self.params], optimizer=self.optimizer.state_dict(),
-                    teacher=self.teacher.state_dict(), generator=self.generator.get_state())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_parameters(self.params, state['params'], type(self).__name__)
-        self.optimizer.load_state_dict(state['optimizer'])
-        self.teacher.load_state_dict(state['teacher'])
-        self.generator.set_state(state['generator'])

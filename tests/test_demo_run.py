@@ -6,6 +6,8 @@ the comparison table and the plot) and checks what it prints and writes: the tab
 rows for every condition, a source that matches its own recorded scores, and adaptation that changes
 the predictions. The full-size figures are in docs/results.md; none is hard-coded here.
 """
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +80,26 @@ def test_a_second_run_reuses_finished_methods_and_runs_only_the_new_ones(demo_ru
     assert 'source: reused' in completed.stdout and 'tent: reused' in completed.stdout
     assert {method: (out / method / 'results.jsonl').stat().st_mtime_ns for method in before} == before
     assert len(load_results(out / 'bn_stats')) == 4
+
+
+def test_an_interrupted_run_is_continued_from_its_stream_checkpoint(demo_run: tuple[Path, str]) -> None:
+    """A run whose record says it did not finish is resumed (``--resume``, its results kept), not restarted."""
+    out, _ = demo_run
+    root = out.parents[3]
+    record = json.loads((out / 'tent' / 'run_demo.json').read_text())
+    interrupted = root / 'interrupted' / 'efficientvit' / 'train' / 'r1_4frames' / 'tent'
+    shutil.copytree(out / 'tent', interrupted)
+    record['command'] = [str(interrupted) if part == str(out / 'tent') else part for part in record['command']]
+    (interrupted / 'run_demo.json').write_text(json.dumps(dict(record, complete=False)))
+    completed = subprocess.run(
+        [sys.executable, 'tools/run_demo.py', '--methods', 'tent', '--rounds', '1', '--frames-per-condition', '4',
+         '--data', str(root / 'data'), '--checkpoint', str(root / 'b0.pth'), '--work-dir', str(root / 'interrupted')],
+        cwd=REPO, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert 'tent: continuing the interrupted run' in completed.stdout
+    assert 'resuming from' in (interrupted / 'adapt.log').read_text()
+    assert load_results(interrupted) == load_results(out / 'tent')
+    assert json.loads((interrupted / 'run_demo.json').read_text()) == dict(record, complete=True)
 
 
 def test_a_tree_of_another_size_is_refused_in_one_line(demo_run: tuple[Path, str]) -> None:

@@ -18,7 +18,8 @@ model adapting online, batch 1, to CamVid frames under fog -> night -> rain -> s
    processes at a time, the slowest first, each with an equal share of the CPU's threads (one thread per
    process is faster here than two threads fighting over two cores). A method whose results there are
    complete and came from the same command is reused, so ``--all`` after ``--methods tent`` adds only the
-   missing methods. A progress bar counts the stream segments finished;
+   missing methods; a run that was interrupted (stopped, killed, the machine lost) continues from its
+   stream checkpoint with ``--resume``. A progress bar counts the stream segments finished;
 3. prints the comparison table (per condition averaged over rounds, first and last round, mean, seconds
    per image) and writes it to ``summary.md`` beside the runs with the plot of every method along the
    stream, ``miou_stream.png``.
@@ -49,6 +50,7 @@ from imse_seg.reporting import RESULTS_JSONL, atomic_write_text, load_results
 from imse_seg.reporting.comparison import format_comparison, format_per_class
 from imse_seg.reporting.shift_detections import format_detections, score_detections
 from imse_seg.cli import exit_with
+from imse_seg.seg.engine.stream_checkpoint import STREAM_CHECKPOINT
 from imse_seg.third_party import EFFICIENTVIT_B0_CITYSCAPES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,12 +185,28 @@ def finished_segments(work_dir: Path) -> int:
 RUN_FILE = 'run_demo.json'
 
 
+def recorded(work_dir: Path) -> dict | None:
+    """The run record of ``work_dir``: ``{'command': [...], 'complete': bool}``, or None if there is none."""
+    record = work_dir / RUN_FILE
+    return json.loads(record.read_text()) if record.exists() else None
+
+
 def is_complete(work_dir: Path, command: list[str], segments: int) -> bool:
     """Whether ``work_dir`` holds a finished run of exactly ``command`` (then it is reused, not re-run)."""
-    record = work_dir / RUN_FILE
-    if not record.exists() or finished_segments(work_dir) != segments:
-        return False
-    return json.loads(record.read_text()) == {'command': command, 'complete': True}
+    return (finished_segments(work_dir) == segments
+            and recorded(work_dir) == {'command': command, 'complete': True})
+
+
+def can_resume(work_dir: Path, command: list[str]) -> bool:
+    """Whether ``work_dir`` holds an interrupted run of exactly ``command`` that left a stream checkpoint
+    (then it is continued with ``--resume``, nothing streamed twice)."""
+    return ((work_dir / STREAM_CHECKPOINT).exists()
+            and recorded(work_dir) == {'command': command, 'complete': False})
+
+
+def launched(command: list[str], resume: bool) -> list[str]:
+    """``command`` as started: ``--force`` becomes ``--resume`` when an interrupted run is continued."""
+    return [('--resume' if resume and part == '--force' else part) for part in command]
 
 
 def prepare_checkpoint(benchmark: Benchmark, args: argparse.Namespace) -> None:
@@ -249,10 +267,15 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                 method = waiting.pop(0)
                 work_dir = out / method
                 work_dir.mkdir(parents=True, exist_ok=True)
-                (work_dir / RESULTS_JSONL).unlink(missing_ok=True)
-                (work_dir / RUN_FILE).unlink(missing_ok=True)
-                log = open(work_dir / 'adapt.log', 'w')
-                process = subprocess.Popen([sys.executable, *commands[method]], cwd=REPO,
+                resume = can_resume(work_dir, commands[method])
+                if resume:
+                    bar.write(f'{method}: continuing the interrupted run in {work_dir}')
+                else:
+                    (work_dir / RESULTS_JSONL).unlink(missing_ok=True)
+                    atomic_write_text(work_dir / RUN_FILE,
+                                      json.dumps({'command': commands[method], 'complete': False}))
+                log = open(work_dir / 'adapt.log', 'a' if resume else 'w')
+                process = subprocess.Popen([sys.executable, *launched(commands[method], resume)], cwd=REPO,
                                            env=child_env(args.jobs), stdout=log, stderr=subprocess.STDOUT)
                 log.close()
                 running[method] = (process, work_dir, time.perf_counter())

@@ -132,3 +132,20 @@ def test_tool_without_spectral_method_skips_spectral_cases(tmp_path: Path) -> No
                       '--out', str(out)])
     run = json.loads(out.read_text())['runs'][0]
     assert set(run['cases']) == {'inference', 'step:tent', 'stag_loss'} and run['targets'] == {}
+
+
+def test_a_repeated_case_reports_the_time_per_call(monkeypatch) -> None:
+    """``Repeated(fn, k)`` (a method's ``sam_interval`` period) runs fn k times per timed run and records
+    the time per call: on a clock that each call of fn advances by its own cost, the mean over the period."""
+    from imse_seg.benchmarking import timing
+
+    clock = [0.0]
+    costs = iter([3.0, 1.0, 1.0, 1.0] * 3)
+
+    def step() -> None:
+        clock[0] += next(costs)
+
+    monkeypatch.setattr(timing.time, 'perf_counter', lambda: clock[0])
+    results = timing.interleaved_timings({'step': timing.Repeated(step, 4)}, torch.device('cpu'), warmup=1,
+                                         repeats=2)
+    assert results['step'].wall_s == [1.5, 1.5]

@@ -162,7 +162,7 @@ def test_an_entropy_collapse_is_caught_and_the_last_good_state_scored() -> None:
 
 
 def test_a_collapse_soon_after_a_recovery_restores_the_source() -> None:
-    guard = DivergenceGuard(collapse_fraction=0.9, recollapse_window=5)
+    guard = DivergenceGuard(collapse_fraction=0.9, recollapse_window=5, pause_batches=0)
     model = Bias()
     # batch 2 collapses and recovers to the last good state [0, 0, 1], whose next update collapses again:
     # batch 4, within the window, goes back to the source
@@ -172,3 +172,26 @@ def test_a_collapse_soon_after_a_recovery_restores_the_source() -> None:
     assert guard.events[0].reason.endswith('last good state restored')
     assert guard.events[1].reason.endswith('source state restored')
     assert torch.equal(model.bias.detach(), torch.zeros(3)) and torch.equal(outputs[4], halves(2.0))
+
+
+def test_an_update_that_always_collapses_pauses_updates_for_ever_longer() -> None:
+    """Every update collapses the model (a learning rate far too high): after the first recollapse the guard
+    scores the source without updates for 3 batches, then 6, then 12; no collapsed prediction is scored."""
+    guard = DivergenceGuard(collapse_fraction=0.9, recollapse_window=5, pause_batches=3)
+    model = Bias()
+    outputs = run_batches(guard, model, [[0.0, 0.0, 10.0]] * 20, [halves(2.0)] * 20)
+    # batch 1 recovers to the last good state; 3 recollapses (pause 3: batches 4-6), 8 (pause 6: 9-14),
+    # 16 (pause 12: 17-28)
+    assert [event.batch for event in guard.events] == [1, 3, 8, 16]
+    assert guard.events[0].reason.endswith('last good state restored')
+    assert [event.reason.rsplit('paused for ', 1)[-1] for event in guard.events[1:]] == [
+        '3 batches', '6 batches', '12 batches']
+    assert all(torch.equal(output, model(halves(2.0)).detach()) for output in outputs)
+    other = DivergenceGuard(collapse_fraction=0.9, recollapse_window=5, pause_batches=3)
+    other.load_state_dict(clone_state(guard.state_dict()))
+    assert (other.pause, other.paused_until) == (12, 29)
+
+
+def test_pause_batches_is_checked() -> None:
+    with pytest.raises(ValueError, match='pause_batches must be >= 0, got -1'):
+        DivergenceGuard(pause_batches=-1)

@@ -77,3 +77,16 @@ def test_extras_hold_what_only_the_extras_need() -> None:
     install = {Requirement(entry).name for entry in lists['INSTALL_REQUIRES']}
     assert not install & set(EXTRAS_ONLY)
     assert {Requirement(entry).name for entry in lists['CLS_REQUIRES']} == {'timm'}
+
+
+def test_classification_tool_without_the_cls_extra_stops_in_one_line() -> None:
+    script = '''
+import runpy, sys
+sys.modules['timm'] = None  # import fails as if not installed
+sys.argv = ['tools/adapt_cls.py', 'configs/cls/cifar10c_tent.py', '--dry-run']
+runpy.run_path('tools/adapt_cls.py', run_name='__main__')
+'''
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=REPO, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: the classification path needs timm, which is not installed: pip install -e '.[cls]'"]

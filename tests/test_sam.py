@@ -224,3 +224,54 @@ def test_keep_first_selection_needs_a_margin():
     from imse_seg.core.objective import EntropyLoss
     with pytest.raises(ValueError, match='keep_first_selection=False only changes the reliable-entropy filter'):
         EntropyLoss(keep_first_selection=False)
+
+
+def test_a_step_without_ascent_is_the_base_optimisers_step():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    v = w.detach().clone().requires_grad_(True)
+    first = SAM([w], torch.optim.SGD, rho=0.5, lr=0.1).step(lambda: quadratic(w), ascend=False)
+    plain = torch.optim.SGD([v], lr=0.1)
+    quadratic(v).backward()
+    plain.step()
+    torch.testing.assert_close(w, v)
+    assert first.item() == 13.0 and w.grad is None
+
+
+def test_sam_interval_ascends_on_every_kth_batch_only():
+    """sam_interval=3: batches 0 and 3 run SAM's two forwards, the others one; a batch's update then equals
+    SAM's or the plain optimiser's from the same point."""
+    from imse_seg.adaptation import EntropyAdaptation
+
+    forwards = []
+    x = torch.tensor([[2.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+
+    def build(**options) -> tuple[EntropyAdaptation, torch.nn.Module]:
+        model = Offset(2)
+        method = EntropyAdaptation(parameters=dict(type='AllParameters'), objective=dict(entropy=dict(
+            type='EntropyTerm')), optimizer=dict(type='SGD', lr=0.5), **options)
+        method.setup(model, lambda m, inputs: forwards.append(1) or inputs + m.b)
+        return method, model
+
+    method, model = build(sam_rho=0.3, sam_interval=3)
+    sam, sam_model = build(sam_rho=0.3)
+    plain, plain_model = build()
+    for batch in range(6):
+        for reference in (sam_model, plain_model):
+            reference.b.data.copy_(model.b.data)
+        forwards.clear()
+        method.adapt(model, x)
+        assert len(forwards) == (2 if batch % 3 == 0 else 1), batch
+        (sam if batch % 3 == 0 else plain).adapt(sam_model if batch % 3 == 0 else plain_model, x)
+        expected = sam_model if batch % 3 == 0 else plain_model
+        torch.testing.assert_close(model.b.detach(), expected.b.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('options, message', [
+    (dict(sam_rho=0.05, sam_interval=0), 'sam_interval must be a positive integer, got 0'),
+    (dict(sam_interval=2), 'sam_interval=2 needs SAM: set sam_rho too')])
+def test_bad_sam_interval_is_refused(options, message):
+    from imse_seg.adaptation import EntropyAdaptation
+
+    with pytest.raises(ValueError, match=message):
+        EntropyAdaptation(parameters=dict(type='AllParameters'), objective=dict(entropy=dict(type='EntropyTerm')),
+                          optimizer=dict(type='SGD', lr=0.1), **options)

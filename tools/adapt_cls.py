@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from mmengine.config import Config, DictAction
@@ -21,7 +22,16 @@ from mmengine.registry import OPTIMIZERS
 
 from imse_seg.checkpoint import CheckpointError
 from imse_seg.cli import exit_with, read_config
-from imse_seg.cls.runner import dry_run_classification, run_classification
+
+try:
+    from imse_seg.cls.runner import dry_run_classification, run_classification
+except ModuleNotFoundError as missing:  # an install without the [cls] extra
+    package = (missing.name or '').split('.')[0]
+    if package not in ('timm', 'torchvision'):
+        raise
+    print(f"error: the classification path needs {package}, which is not installed: pip install -e '.[cls]'",
+          file=sys.stderr)
+    sys.exit(2)
 from imse_seg.config_check import check_components
 from imse_seg.registry import ADAPTATION, method_for
 from imse_seg.work_dir import WorkDirLock, prepare_work_dir

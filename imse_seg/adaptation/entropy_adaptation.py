@@ -37,6 +37,9 @@ class EntropyAdaptation(AdaptationMethod):
       with ``sam_rho`` it is wrapped in SAM (IMSE, methods.md 1.2). Its second forward hands the objective
       the first forward's logits, so a reliable-entropy term keeps the pixels reliable in both forwards
       (official SAR/IMSE; ``EntropyTerm(keep_first_selection=False)`` re-selects instead).
+      ``sam_interval`` k > 1 ascends only on every k-th batch (the first, the (k+1)-th, ...) and takes a
+      plain step on the others: SAM's second forward-backward is then paid once per k images (a cost
+      lever of issue 21, not in the papers; 1, every batch, is IMSE's and SAR's rule).
     - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
       a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
       timm ViT: ``patch_embed``), or of its B x C x H x W maps with ``channel_dim=1`` (EfficientViT:
@@ -50,12 +53,17 @@ class EntropyAdaptation(AdaptationMethod):
     """
 
     def __init__(self, parameters: Mapping, objective: Mapping[str, Mapping], optimizer: Mapping,
-                 sam_rho: float | None = None, code_bank: Mapping | None = None,
+                 sam_rho: float | None = None, sam_interval: int = 1, code_bank: Mapping | None = None,
                  reset_each_segment: bool = False) -> None:
+        if not isinstance(sam_interval, int) or sam_interval < 1:
+            raise ValueError(f'sam_interval must be a positive integer, got {sam_interval!r}')
+        if sam_interval > 1 and sam_rho is None:
+            raise ValueError(f'sam_interval={sam_interval} needs SAM: set sam_rho too')
         self.parameters_cfg = dict(parameters)
         self.objective_cfg = {name: dict(cfg) for name, cfg in objective.items()}
         self.optimizer_cfg = dict(optimizer)
         self.sam_rho = sam_rho
+        self.sam_interval = sam_interval
         self.code_bank_cfg = dict(code_bank) if code_bank is not None else None
         self.reset_each_segment = reset_each_segment
         self.batches_seen = 0
@@ -116,7 +124,7 @@ class EntropyAdaptation(AdaptationMethod):
             return loss
 
         with torch.enable_grad():
-            closure_step(self.optimizer, closure)
+            closure_step(self.optimizer, closure, ascend=self.batches_seen % self.sam_interval == 0)
         self.batches_seen += 1
         return first['logits']
 

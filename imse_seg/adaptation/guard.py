@@ -53,9 +53,12 @@ class DivergenceGuard:
     only if it passes is it scored, else the guard goes back to the *source state* (the method's state
     before the first batch, which starts the average afresh) and scores the source's prediction. A
     collapse within ``recollapse_window`` batches of the previous recovery goes to the source state at
-    once: the last good state evidently leads back into the collapse (a learning rate far too high). Each
-    refusal is logged as a warning and kept as a :class:`GuardEvent`; the continual loop writes their
-    count per segment.
+    once: the last good state evidently leads back into the collapse (a learning rate far too high), and
+    then updates pause: the next ``pause_batches`` batches are scored by the source state without an update,
+    twice as many after each further such collapse (exponential back-off, reset by a recovery outside the
+    window), so that an update rule that ruins the model in one step costs a few batches per pause instead
+    of one batch in every few. Each refusal is logged as a warning and kept as a :class:`GuardEvent`; the
+    continual loop writes their count per segment.
 
     Args:
         collapse_fraction: Dominant-class share in (0, 1] above which a prediction is collapsed; None: not
@@ -63,18 +66,22 @@ class DivergenceGuard:
         entropy_floor: Normalised-entropy average in [0, 1) below which a state is collapsed; None: not
             checked.
         entropy_momentum: Weight of the old value in the entropy average, in [0, 1).
-        recollapse_window: Batches after a recovery within which a new collapse restores the source state.
+        recollapse_window: Batches after a recovery (or after the end of a pause) within which a new
+            collapse restores the source state and pauses updates.
+        pause_batches: Batches scored without an update after the first such collapse (doubled at each
+            further one); 0: no pause.
         check_parameters: Check the adapted parameters for NaN/Inf after every update.
     """
 
     def __init__(self, collapse_fraction: float | None = None, entropy_floor: float | None = None,
-                 entropy_momentum: float = 0.9, recollapse_window: int = 25,
+                 entropy_momentum: float = 0.9, recollapse_window: int = 25, pause_batches: int = 25,
                  check_parameters: bool = True) -> None:
-        self.check_options(collapse_fraction, entropy_floor, entropy_momentum, recollapse_window)
+        self.check_options(collapse_fraction, entropy_floor, entropy_momentum, recollapse_window, pause_batches)
         self.collapse_fraction = collapse_fraction
         self.entropy_floor = entropy_floor
         self.entropy_momentum = entropy_momentum
         self.recollapse_window = recollapse_window
+        self.pause_batches = pause_batches
         self.check_parameters = check_parameters
         self.events: list[GuardEvent] = []
         self.batches = 0
@@ -83,10 +90,12 @@ class DivergenceGuard:
         self.source: dict[str, Any] | None = None
         self.entropy_average: float | None = None
         self.recovered_at: int | None = None
+        self.pause = 0                    # length of the last pause (0: none since the back-off was reset)
+        self.paused_until: int | None = None
 
     @staticmethod
     def check_options(collapse_fraction: float | None = None, entropy_floor: float | None = None,
-                      entropy_momentum: float = 0.9, recollapse_window: int = 25,
+                      entropy_momentum: float = 0.9, recollapse_window: int = 25, pause_batches: int = 25,
                       check_parameters: bool = True) -> None:
         """Refuse thresholds outside their ranges (``ValueError``); also checked before a run starts."""
         if collapse_fraction is not None and not 0 < collapse_fraction <= 1:
@@ -97,6 +106,8 @@ class DivergenceGuard:
             raise ValueError(f'entropy_momentum must be in [0, 1), got {entropy_momentum}')
         if recollapse_window < 0:
             raise ValueError(f'recollapse_window must be >= 0, got {recollapse_window}')
+        if pause_batches < 0:
+            raise ValueError(f'pause_batches must be >= 0, got {pause_batches}')
 
     @property
     def checks_collapse(self) -> bool:
@@ -105,6 +116,9 @@ class DivergenceGuard:
     def adapt(self, method: AdaptationMethod, model: nn.Module, inputs: Tensor,
               valid: ValidRegion | None = None) -> Tensor:
         """``method.adapt`` under the guard; returns the logits to score (detached)."""
+        if self.paused_until is not None and self.batches < self.paused_until:
+            self.batches += 1
+            return method.predict(model, inputs)
         before = method.snapshot()
         if self.checks_collapse and self.source is None:
             self.source = before
@@ -156,7 +170,15 @@ class DivergenceGuard:
         signals = self._signals(again, valid)
         self.entropy_average = None if signals is None else signals.entropy
         self.last_good, self.last_good_entropy = None, None
-        return again, f'{collapse}; source state restored'
+        if not recent:
+            self.pause = 0
+            return again, f'{collapse}; source state restored'
+        if self.pause_batches == 0:
+            return again, f'{collapse}; source state restored'
+        self.pause = 2 * self.pause if self.pause else self.pause_batches
+        self.paused_until = self.batches + 1 + self.pause
+        self.recovered_at = self.paused_until - 1
+        return again, f'{collapse}; source state restored, updates paused for {self.pause} batches'
 
     def _averaged(self, average: float | None, value: float) -> float:
         if average is None:
@@ -202,10 +224,11 @@ class DivergenceGuard:
 
     def state_dict(self) -> dict[str, Any]:
         """Events, batch count and (with the collapse check) the last good and the source states and the
-        entropy averages."""
+        entropy averages, the pause."""
         return dict(events=[asdict(event) for event in self.events], batches=self.batches,
                     last_good=self.last_good, last_good_entropy=self.last_good_entropy,
-                    source=self.source, entropy_average=self.entropy_average, recovered_at=self.recovered_at)
+                    source=self.source, entropy_average=self.entropy_average, recovered_at=self.recovered_at,
+                    pause=self.pause, paused_until=self.paused_until)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.events = [GuardEvent(**event) for event in state['events']]
@@ -215,3 +238,5 @@ class DivergenceGuard:
         self.source = state['source']
         self.entropy_average = state['entropy_average']
         self.recovered_at = state['recovered_at']
+        self.pause = state.get('pause', 0)  # absent from the checkpoints of runs made before pauses existed
+        self.paused_until = state.get('paused_until')

@@ -4,7 +4,8 @@ Every case is a zero-argument callable over a fixed pre-processed input batch (r
 not depend on the pixels): ``inference`` (the unconverted segmentor, no grad), ``spectral_inference`` (the
 segmentor with the spectral layers of the first method that converts any, singular values unchanged, no
 grad), ``step:<method>`` (one ``adapt`` call of each method on its own freshly loaded segmentor, cycling
-over a few inputs so that a code bank sees in-domain noise rather than identical batches),
+over a few inputs so that a code bank sees in-domain noise rather than identical batches; a method with
+``sam_interval`` k runs k steps per timed run, reported per step),
 ``recompose`` (reading every spectral weight as a forward pass does, gradients on), ``stag_loss`` (the
 STAG term's forward and backward on logits of the head's resolution), ``code_bank_statistics`` (the
 frozen patch embedding, per-channel statistics and distance to the running estimate: a bank's ``observe``
@@ -26,13 +27,15 @@ from imse_seg.adaptation.parameters import SpectralParameters
 from imse_seg.core import (DomainStatistics, SpectralCodeBank, SpectralLayer, StagAlignment, TopOneRetrieval,
                            channel_statistics, load_spectral_code, spectral_code, symmetric_kl)
 from imse_seg.core.precision import MixedPrecisionForward
+from .timing import Repeated
 from imse_seg.registry import build_adaptation
 from imse_seg.seg.adaptation.segmentation import segmentor_logits
 
 Case = Callable[[], object]
 METHODS = ('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag', 'imse_stag_no_sam')
 # Variants measured beside the configured methods: (base method, overrides).
-VARIANTS = {'imse_stag_no_sam': ('imse_stag', dict(sam_rho=None))}
+VARIANTS = {'imse_stag_no_sam': ('imse_stag', dict(sam_rho=None)),
+            **{f'imse_stag_sam_every_{k}': ('imse_stag', dict(sam_interval=k)) for k in (2, 4, 8)}}
 INPUT_POOL = 4
 BANK_ENTRIES = 5
 
@@ -166,7 +169,9 @@ def segmentation_cases(build: Callable[[], nn.Module], methods: Mapping[str, Map
         model = build()
         method = build_adaptation(cfg)
         method.setup(model, model_forward(amp))
-        cases[f'step:{name}'] = cycling(lambda x, m=method, s=model: m.adapt(s, x), inputs)
+        step = cycling(lambda x, m=method, s=model: m.adapt(s, x), inputs)
+        period = cfg.get('sam_interval', 1)
+        cases[f'step:{name}'] = Repeated(step, period) if period > 1 else step
     cases['stag_loss'] = _stag_loss(plain, inputs[0])
     if conversion is not None:
         cases['recompose'] = _recompose(conversion(build()).layers)

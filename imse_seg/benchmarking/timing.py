@@ -80,9 +80,25 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class Repeated:
+    """A case that calls ``fn`` ``images`` times per run; its times are reported per call of ``fn``.
+
+    For a method whose steps differ in a period (``sam_interval`` k: one SAM step, then k - 1 plain ones),
+    one run covers the whole period, so that the median is the mean cost of a step, not that of the
+    commonest step."""
+
+    def __init__(self, fn: Case, images: int) -> None:
+        self.fn, self.images = fn, images
+
+    def __call__(self) -> None:
+        for _ in range(self.images):
+            self.fn()
+
+
 def interleaved_timings(cases: dict[str, Case], device: torch.device, warmup: int,
                         repeats: int) -> dict[str, CaseResult]:
-    """Run every case ``warmup + repeats`` times, round by round; record the last ``repeats`` runs."""
+    """Run every case ``warmup + repeats`` times, round by round; record the last ``repeats`` runs (a
+    :class:`Repeated` case's divided by its calls)."""
     results = {name: CaseResult() for name in cases}
     cuda = device.type == 'cuda'
     for round_ in range(warmup + repeats):
@@ -97,11 +113,12 @@ def interleaved_timings(cases: dict[str, Case], device: torch.device, warmup: in
             if cuda:
                 end_event.record()
             _synchronize(device)
-            elapsed = time.perf_counter() - start
+            calls = getattr(fn, 'images', 1)
+            elapsed = (time.perf_counter() - start) / calls
             if round_ >= warmup:
                 results[name].wall_s.append(elapsed)
                 if cuda:
-                    results[name].device_s.append(start_event.elapsed_time(end_event) / 1000)
+                    results[name].device_s.append(start_event.elapsed_time(end_event) / 1000 / calls)
     return results
 
 

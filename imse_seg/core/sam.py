@@ -89,8 +89,11 @@ class SAM(Optimizer):
         for p, old in saved.items():
             p.copy_(old)
 
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:
-        """One SAM step (ascent, second forward-backward, base step); returns the first loss (detached)."""
+    def step(self, closure: Callable[[], Tensor] | None = None, ascend: bool = True) -> Tensor:
+        """One SAM step (ascent, second forward-backward, base step); returns the first loss (detached).
+
+        ``ascend=False``: the base optimiser's step on the gradient at w (one forward-backward), for a
+        schedule that ascends only every few steps (``EntropyAdaptation(sam_interval=k)``)."""
         if closure is None:
             raise ValueError('SAM.step needs a closure that recomputes the loss')
         try:
@@ -98,6 +101,10 @@ class SAM(Optimizer):
         except BaseException:
             self.zero_grad(set_to_none=True)
             raise
+        if not ascend:
+            self.base_optimizer.step()
+            self.zero_grad(set_to_none=True)
+            return first
         saved = self._ascend()
         try:
             self._backward(closure, 'second (perturbed)')

@@ -10,15 +10,16 @@ from .entropy import assert_finite
 from .sam import SAM
 
 
-def closure_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Tensor]) -> Tensor:
+def closure_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Tensor], ascend: bool = True) -> Tensor:
     """Run ``closure`` (a forward returning the loss), back-propagate and step; return the loss.
 
-    SAM re-runs the closure at the perturbed point itself (:class:`.sam.SAM`). For any other optimiser
+    SAM re-runs the closure at the perturbed point itself (:class:`.sam.SAM`), or with ``ascend=False``
+    steps on the first gradient only. For any other optimiser
     this is one forward, one backward, one step, with SAM's guarantees: a non-finite loss or gradient
     raises :class:`~.entropy.NonFiniteError` with the parameters untouched and the gradients cleared.
     """
     if isinstance(optimizer, SAM):
-        return optimizer.step(closure)
+        return optimizer.step(closure, ascend=ascend)
     optimizer.zero_grad(set_to_none=True)
     try:
         loss = closure()

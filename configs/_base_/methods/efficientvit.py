@@ -100,6 +100,8 @@ imse_stag_no_diversity = dict(imse_stag, objective=dict(entropy=imse_stag['objec
                                                         stag=imse_stag['objective']['stag']))
 imse_stag_no_retrieval = dict(imse_stag, code_bank=None)
 imse_stag_no_sam = dict(imse_stag, sam_rho=None)
+# SAM's ascent on every fourth image only (issue 21's cost lever; EntropyAdaptation's sam_interval).
+imse_stag_sam_every_4 = dict(imse_stag, sam_interval=4)
 # STAG's readings (methods.md 2; imse_seg/core/stag.py): (B) the gradient w.r.t. the classifier weights,
 # (C) w.r.t. the predicted class's row; (A), the feature gradient, is the default.
 imse_stag_weight_alignment = dict(

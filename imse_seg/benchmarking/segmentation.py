@@ -27,9 +27,10 @@ from imse_seg.adaptation.parameters import SpectralParameters
 from imse_seg.core import (DomainStatistics, SpectralCodeBank, SpectralLayer, StagAlignment, TopOneRetrieval,
                            channel_statistics, load_spectral_code, spectral_code, symmetric_kl)
 from imse_seg.core.precision import MixedPrecisionForward
-from .timing import Repeated
 from imse_seg.registry import build_adaptation
 from imse_seg.seg.adaptation.segmentation import segmentor_logits
+
+from .timing import Repeated
 
 Case = Callable[[], object]
 METHODS = ('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag', 'imse_stag_no_sam')

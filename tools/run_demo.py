@@ -187,8 +187,13 @@ RUN_FILE = 'run_demo.json'
 
 def recorded(work_dir: Path) -> dict | None:
     """The run record of ``work_dir``: ``{'command': [...], 'complete': bool}``, or None if there is none."""
-    record = work_dir / RUN_FILE
-    return json.loads(record.read_text()) if record.exists() else None
+    path = work_dir / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def record(work_dir: Path, command: list[str], complete: bool) -> None:
+    """Write the run record of ``work_dir`` (read back by :func:`recorded`)."""
+    atomic_write_text(work_dir / RUN_FILE, json.dumps({'command': command, 'complete': complete}))
 
 
 def is_complete(work_dir: Path, command: list[str], segments: int) -> bool:
@@ -272,8 +277,7 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                     bar.write(f'{method}: continuing the interrupted run in {work_dir}')
                 else:
                     (work_dir / RESULTS_JSONL).unlink(missing_ok=True)
-                    atomic_write_text(work_dir / RUN_FILE,
-                                      json.dumps({'command': commands[method], 'complete': False}))
+                    record(work_dir, commands[method], complete=False)
                 log = open(work_dir / 'adapt.log', 'a' if resume else 'w')
                 process = subprocess.Popen([sys.executable, *launched(commands[method], resume)], cwd=REPO,
                                            env=child_env(args.jobs), stdout=log, stderr=subprocess.STDOUT)
@@ -289,8 +293,7 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                         other.terminate()
                     raise SystemExit(f'{method} failed with exit code {process.returncode}; its log is '
                                      f'{work_dir / "adapt.log"}')
-                atomic_write_text(work_dir / RUN_FILE,
-                                  json.dumps({'command': commands[method], 'complete': True}))
+                record(work_dir, commands[method], complete=True)
                 bar.write(f'{method}: done in {time.perf_counter() - started:.0f} s ({work_dir})')
             done = sum(finished_segments(out / method) for method in args.method_list if method not in waiting)
             if done != bar.n:

@@ -172,13 +172,12 @@ class DivergenceGuard:
         self.last_good, self.last_good_entropy = None, None
         if not recent:
             self.pause = 0
-            return again, f'{collapse}; source state restored'
-        if self.pause_batches == 0:
-            return again, f'{collapse}; source state restored'
-        self.pause = 2 * self.pause if self.pause else self.pause_batches
-        self.paused_until = self.batches + 1 + self.pause
-        self.recovered_at = self.paused_until - 1
-        return again, f'{collapse}; source state restored, updates paused for {self.pause} batches'
+        elif self.pause_batches:
+            self.pause = 2 * self.pause if self.pause else self.pause_batches
+            self.paused_until = self.batches + 1 + self.pause
+            self.recovered_at = self.paused_until - 1
+            return again, f'{collapse}; source state restored, updates paused for {self.pause} batches'
+        return again, f'{collapse}; source state restored'
 
     def _averaged(self, average: float | None, value: float) -> float:
         if average is None:

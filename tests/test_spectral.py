@@ -293,3 +293,33 @@ def test_attention_with_separate_qkv_weights_is_refused() -> None:
     with pytest.raises(TypeError, match=r'^0: nn.MultiheadAttention with separate q/k/v weights is not '
                                         r'supported'):
         spectralize(model, '0')
+
+
+def test_inference_reads_skip_the_parametrisation_modules() -> None:
+    """Issue 21 item 2: a read autograd need not see returns the cached weight without calling
+    ``parametrize``'s modules (their call per read was the spectral model's overhead); a read with
+    gradients on a trainable ``s`` still goes through them and carries the graph. A deep copy, which shares
+    the converted class and so its getter, reads its own singular values."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4))
+    layers = spectralize(model, ['0', '2'])
+    x = torch.randn(3, 6)
+    calls = []
+    for layer in layers:
+        chain = layer.module.parametrizations[layer.tensor_name]
+        for module in (chain, chain[0]):
+            module.register_forward_pre_hook(lambda *args: calls.append(1))
+    dense = [layer.weight.compose().detach() for layer in layers]
+    with torch.no_grad():
+        out = model(x)
+    assert calls == []
+    torch.testing.assert_close(out, F.linear(F.relu(F.linear(x, dense[0], model[0].bias)), dense[1],
+                                             model[2].bias), rtol=0, atol=0)
+    model(x).sum().backward()
+    assert len(calls) == 4 and all(layer.singular_values.grad is not None for layer in layers)
+    clone = copy.deepcopy(model)
+    clone_layer = clone[0].parametrizations.weight[0]
+    with torch.no_grad():
+        clone_layer.singular_values.mul_(2.0)
+        torch.testing.assert_close(clone[0].weight, 2 * dense[0])
+        torch.testing.assert_close(model[0].weight, dense[0], rtol=0, atol=0)

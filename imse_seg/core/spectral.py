@@ -7,7 +7,7 @@ values. U and Vh are frozen buffers; only ``s`` is a parameter. The mechanism is
 ``F.multi_head_attention_forward`` reading ``nn.MultiheadAttention.in_proj_weight``) runs unchanged and
 sees the recomposed weight, so the output equals the original layer at ``s = s0`` to float tolerance. The
 dense weight is not kept beside the factors as a parameter; reads that need no gradient reuse a cached
-composition (see :class:`SpectralWeight`).
+composition, which the tensor's getter returns without calling the parametrisation (:class:`SpectralWeight`).
 
 Each row v_i of Vh is a *spectral expert*. For the diversity loss (methods.md 1.3) a layer can record the
 alignment of its normalised input tokens with every expert, ``a = (x / ||x||) Vh^T`` (tokens x r); the
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,10 @@ class SpectralWeight(nn.Module):
     a stale weight is never returned, whatever wrote ``s`` (the check costs O(r) per read; on a GPU it
     waits for ``s``). ``U`` and ``Vh`` are frozen buffers; they are replaced (``.to()``, ``.data =``) or
     written by versioned in-place ops (``load_state_dict``), all of which the key sees. Weights composed
-    under ``torch.inference_mode`` get their own key: autograd cannot save inference tensors.
+    under ``torch.inference_mode`` get their own key: autograd cannot save inference tensors. Those reads
+    do not pass through ``parametrize``'s modules at all: the converted tensor's getter calls
+    :meth:`fixed_weight` directly, so an inference forward costs the dense model's plus an O(r) check per
+    layer (issue 21).
     """
 
     def __init__(self, weight: Tensor) -> None:
@@ -81,12 +84,21 @@ class SpectralWeight(nn.Module):
         with float32_region(self.U):
             return ((self.U * self.singular_values) @ self.Vh).reshape(self.weight_shape)
 
+    def records_graph(self) -> bool:
+        """Whether a read now must be recomposed for autograd (``s`` trainable, gradients on)."""
+        return self._parameters['singular_values'].requires_grad and torch.is_grad_enabled()
+
     def forward(self, original: Tensor) -> Tensor:
-        s = self.singular_values
-        if s.requires_grad and torch.is_grad_enabled():
+        if self.records_graph():
             self._drop_composed()
             return self.compose()
-        u, vh = self.U, self.Vh
+        return self.fixed_weight()
+
+    def fixed_weight(self) -> Tensor:
+        """The weight for a read autograd need not see: the cached composition, recomposed first if any
+        factor changed since it was made."""
+        buffers = self._buffers  # direct, not through nn.Module.__getattr__: this runs on every read
+        s, u, vh = self._parameters['singular_values'], buffers['U'], buffers['Vh']
         key = (s._version, s.data_ptr(), u._version, u.data_ptr(), vh._version, vh.data_ptr(),
                torch.is_inference_mode_enabled())
         if key != self._composed_key or not torch.equal(s, self._composed_values):
@@ -242,11 +254,34 @@ def linear_module_patterns(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _spectral_read(tensor_name: str, parametrized_read: Callable[[nn.Module], Tensor]
+                   ) -> Callable[[nn.Module], Tensor]:
+    """The getter of a converted tensor: a read that autograd need not see (inference, frozen ``s``) gets
+    the cached composition directly (:meth:`SpectralWeight.fixed_weight`), without calling the
+    parametrisation modules (issue 21: spectral inference at the dense model's cost); any other read, or a
+    tensor with parametrisations stacked on ours, goes through ``parametrize``'s own getter.
+
+    It reaches the parametrisation through the module it is called on, never a captured one: deep copies
+    of a converted module share its class, and so this property.
+    """
+    def read(module: nn.Module) -> Tensor:
+        chain = module._modules['parametrizations']._modules[tensor_name]
+        spectral = chain._modules['0']
+        if len(chain._modules) == 1 and not spectral.records_graph():
+            return spectral.fixed_weight()
+        return parametrized_read(module)
+    return read
+
+
 def _parametrize(module: nn.Module, tensor_name: str) -> None:
     tensor = getattr(module, tensor_name)
     spectral = SpectralWeight(tensor)
     parametrize.register_parametrization(module, tensor_name, spectral)
     module.parametrizations[tensor_name].original.requires_grad_(False)
+    # register_parametrization gave the module a class of its own, with a property per converted tensor.
+    parametrized = getattr(type(module), tensor_name)
+    setattr(type(module), tensor_name,
+            property(_spectral_read(tensor_name, parametrized.fget), parametrized.fset))
 
 
 def spectralize(model: nn.Module, include: str | Sequence[str],

@@ -268,10 +268,99 @@ def test_sam_interval_ascends_on_every_kth_batch_only():
 
 @pytest.mark.parametrize('options, message', [
     (dict(sam_rho=0.05, sam_interval=0), 'sam_interval must be a positive integer, got 0'),
-    (dict(sam_interval=2), 'sam_interval=2 needs SAM: set sam_rho too')])
+    (dict(sam_interval=2), 'sam_interval=2 needs SAM: set sam_rho too'),
+    (dict(sam_reuse_ascent=True), 'sam_reuse_ascent needs SAM: set sam_rho too'),
+    (dict(sam_rho=0.05, sam_interval=2, sam_reuse_ascent=True), 'both thin out SAM.s second pass: choose one')])
 def test_bad_sam_interval_is_refused(options, message):
     from imse_seg.adaptation import EntropyAdaptation
 
     with pytest.raises(ValueError, match=message):
         EntropyAdaptation(parameters=dict(type='AllParameters'), objective=dict(entropy=dict(type='EntropyTerm')),
                           optimizer=dict(type='SGD', lr=0.1), **options)
+
+
+def test_reused_ascent_is_one_pass_along_the_previous_gradient():
+    """reuse_ascent: the first step is SAM's (two closure calls); each later step calls the closure once, at
+    w + rho g_prev / ||g_prev||, g_prev being the gradient the previous step stepped with, and steps with the
+    gradient found there; by hand on f(w) = w1^2 + 3 w2^2 with SGD."""
+    w = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    sam = SAM([w], torch.optim.SGD, rho=0.1, reuse_ascent=True, lr=0.1)
+    calls = []
+
+    def closure():
+        calls.append(w.detach().clone())
+        return quadratic(w)
+
+    sam.step(closure)
+    assert len(calls) == 2
+    g_prev = torch.tensor(hand_sam_point(1.0, 1.0, 0.1), dtype=torch.float64)
+    for _ in range(2):
+        before = w.detach().clone()
+        calls.clear()
+        loss = sam.step(closure)
+        point = before + 0.1 * g_prev / g_prev.norm()
+        assert len(calls) == 1
+        torch.testing.assert_close(calls[0], point, rtol=1e-12, atol=1e-12)
+        assert loss.item() == pytest.approx(quadratic(point).item(), rel=1e-12)
+        g_prev = torch.stack([2 * point[0], 6 * point[1]])
+        torch.testing.assert_close(w.detach(), before - 0.1 * g_prev, rtol=1e-12, atol=1e-12)
+    sam.state.clear()  # a reset optimiser state holds no direction: the next step is SAM's again
+    calls.clear()
+    sam.step(closure)
+    assert len(calls) == 2
+
+
+def test_reused_ascent_direction_resumes_from_the_state_dict():
+    """The stored direction is part of the optimiser's state dict: a resumed SAM takes the same steps."""
+    torch.manual_seed(0)
+    target = torch.randn(4)
+
+    def make(values):
+        w = values.clone().requires_grad_(True)
+        return w, SAM([w], torch.optim.Adam, rho=0.05, reuse_ascent=True, lr=0.05)
+
+    w, sam = make(torch.zeros(4))
+    for _ in range(3):
+        sam.step(lambda: ((w - target) ** 2).sum())
+    buffer = io.BytesIO()
+    torch.save(sam.state_dict(), buffer)
+    buffer.seek(0)
+    w2, sam2 = make(w.detach())
+    sam2.load_state_dict(torch.load(buffer))
+    calls = []
+    for _ in range(2):
+        sam.step(lambda: ((w - target) ** 2).sum())
+        sam2.step(lambda: calls.append(1) or ((w2 - target) ** 2).sum())
+    assert calls == [1, 1] and torch.equal(w.detach(), w2.detach())
+
+
+def test_a_non_finite_reused_ascent_step_restores_the_weights():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    sam = SAM([w], torch.optim.SGD, rho=0.1, reuse_ascent=True, lr=0.1)
+    sam.step(lambda: quadratic(w))
+    before = w.detach().clone()
+    with pytest.raises(NonFiniteError):
+        sam.step(lambda: quadratic(w) * float('nan'))
+    assert torch.equal(w.detach(), before) and w.grad is None
+
+
+def test_entropy_adaptation_with_reused_ascent_forwards_once_per_batch():
+    """sam_reuse_ascent: two forwards on the first batch (a SAM step), one on each later batch, two again
+    after a segment reset clears the optimiser state."""
+    from imse_seg.adaptation import EntropyAdaptation
+
+    forwards = []
+    model = Offset(2)
+    method = EntropyAdaptation(parameters=dict(type='AllParameters'), objective=dict(entropy=dict(
+        type='EntropyTerm')), optimizer=dict(type='SGD', lr=0.5), sam_rho=0.3, sam_reuse_ascent=True,
+        reset_each_segment=True)
+    method.setup(model, lambda m, inputs: forwards.append(1) or inputs + m.b)
+    x = torch.tensor([[2.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    counts = []
+    for batch in range(5):
+        if batch == 3:
+            method.start_segment('next')
+        forwards.clear()
+        method.adapt(model, x)
+        counts.append(len(forwards))
+    assert counts == [2, 1, 1, 2, 1]

@@ -40,6 +40,9 @@ class EntropyAdaptation(AdaptationMethod):
       ``sam_interval`` k > 1 ascends only on every k-th batch (the first, the (k+1)-th, ...) and takes a
       plain step on the others: SAM's second forward-backward is then paid once per k images (a cost
       lever of issue 21, not in the papers; 1, every batch, is IMSE's and SAR's rule).
+      ``sam_reuse_ascent`` is the other such lever (:class:`~imse_seg.core.sam.SAM` ``reuse_ascent``): every
+      batch after the first gets one forward-backward, at the point ascended along the previous batch's
+      gradient; that forward is the prediction scored, and the objective sees no first-forward logits.
     - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
       a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
       timm ViT: ``patch_embed``), or of its B x C x H x W maps with ``channel_dim=1`` (EfficientViT:
@@ -53,17 +56,23 @@ class EntropyAdaptation(AdaptationMethod):
     """
 
     def __init__(self, parameters: Mapping, objective: Mapping[str, Mapping], optimizer: Mapping,
-                 sam_rho: float | None = None, sam_interval: int = 1, code_bank: Mapping | None = None,
-                 reset_each_segment: bool = False) -> None:
+                 sam_rho: float | None = None, sam_interval: int = 1, sam_reuse_ascent: bool = False,
+                 code_bank: Mapping | None = None, reset_each_segment: bool = False) -> None:
         if not isinstance(sam_interval, int) or sam_interval < 1:
             raise ValueError(f'sam_interval must be a positive integer, got {sam_interval!r}')
         if sam_interval > 1 and sam_rho is None:
             raise ValueError(f'sam_interval={sam_interval} needs SAM: set sam_rho too')
+        if sam_reuse_ascent and sam_rho is None:
+            raise ValueError('sam_reuse_ascent needs SAM: set sam_rho too')
+        if sam_reuse_ascent and sam_interval > 1:
+            raise ValueError(f'sam_reuse_ascent and sam_interval={sam_interval} both thin out SAM\'s second '
+                             'pass: choose one')
         self.parameters_cfg = dict(parameters)
         self.objective_cfg = {name: dict(cfg) for name, cfg in objective.items()}
         self.optimizer_cfg = dict(optimizer)
         self.sam_rho = sam_rho
         self.sam_interval = sam_interval
+        self.sam_reuse_ascent = sam_reuse_ascent
         self.code_bank_cfg = dict(code_bank) if code_bank is not None else None
         self.reset_each_segment = reset_each_segment
         self.batches_seen = 0
@@ -86,7 +95,7 @@ class EntropyAdaptation(AdaptationMethod):
         optimizer_cls = OPTIMIZERS.get(cfg.pop('type'))
         if self.sam_rho is None:
             return optimizer_cls(params, **cfg)
-        return SAM(params, optimizer_cls, rho=self.sam_rho, **cfg)
+        return SAM(params, optimizer_cls, rho=self.sam_rho, reuse_ascent=self.sam_reuse_ascent, **cfg)
 
     def _build_bank(self, model: nn.Module, cfg: dict) -> tuple[SpectralCodeBank, nn.Module]:
         cfg = dict(cfg)

@@ -36,7 +36,8 @@ Case = Callable[[], object]
 METHODS = ('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag', 'imse_stag_no_sam')
 # Variants measured beside the configured methods: (base method, overrides).
 VARIANTS = {'imse_stag_no_sam': ('imse_stag', dict(sam_rho=None)),
-            **{f'imse_stag_sam_every_{k}': ('imse_stag', dict(sam_interval=k)) for k in (2, 4, 8)}}
+            **{f'imse_stag_sam_every_{k}': ('imse_stag', dict(sam_interval=k)) for k in (2, 4, 8)},
+            'imse_stag_sam_reuse': ('imse_stag', dict(sam_reuse_ascent=True))}
 INPUT_POOL = 4
 BANK_ENTRIES = 5
 

@@ -12,6 +12,14 @@ Construction follows the SAM implementation SAR and IMSE build on: ``SAM(params,
 rho=0.05, lr=...)`` creates the base optimiser on the same parameter groups, so ``param_groups`` (with
 ``rho`` beside ``lr``), schedulers and ``state_dict`` are those of the base optimiser.
 
+``reuse_ascent=True`` (a cost lever of issue 21, not in the papers) pays one forward-backward per step:
+after the first (a full SAM step), each step ascends along the gradient its predecessor stepped with
+(``e = rho * g_prev / ||g_prev||``, g_prev taken at the previous batch's perturbed point), computes the
+loss and gradient once, at ``w + e``, returns to w and steps. The closure's single call is then at
+``w + e``, so its forward is the prediction a test-time adapter reports: still made before this batch's
+update, from the past batches alone. g_prev lives in the base optimiser's per-parameter state
+(``ascent_direction``): checkpoints carry it, and clearing ``state`` makes the next step a full SAM step.
+
 NaN safety: nothing moves unless both losses and both gradients are finite. A non-finite first loss or
 gradient raises :class:`NonFiniteError` before any parameter changes; a non-finite second loss or
 gradient restores the parameters exactly (copies of w taken before the ascent), then raises. Gradients
@@ -43,9 +51,10 @@ class SAM(Optimizer):
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], base_optimizer: type[Optimizer],
-                 rho: float = 0.05, **kwargs: Any) -> None:
+                 rho: float = 0.05, reuse_ascent: bool = False, **kwargs: Any) -> None:
         if rho < 0:
             raise ValueError(f'SAM rho must be non-negative, got {rho}')
+        self.reuse_ascent = reuse_ascent
         super().__init__(params, dict(rho=rho, **kwargs))
         self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
         self.param_groups = self.base_optimizer.param_groups
@@ -72,17 +81,35 @@ class SAM(Optimizer):
         return loss.detach()
 
     @torch.no_grad()
-    def _ascend(self) -> dict[Tensor, Tensor]:
-        """Move every parameter with a gradient to ``w + rho * g / ||g||``; return copies of the old w."""
-        params = self._params_with_grad()
-        if not params:
+    def _ascend(self, directions: list[tuple[Tensor, float, Tensor]]) -> dict[Tensor, Tensor]:
+        """Move every parameter p of ``(p, rho, g)`` to ``p + rho * g / ||g||`` (the norm over all g);
+        return copies of the old values."""
+        if not directions:
             return {}
-        norm = torch.stack([p.grad.norm() for p, _ in params]).norm()
+        norm = torch.stack([g.norm() for _, _, g in directions]).norm()
         saved = {}
-        for p, rho in params:
+        for p, rho, g in directions:
             saved[p] = p.detach().clone()
-            p.add_(p.grad * (rho / (norm + GRAD_NORM_EPS)))
+            p.add_(g * (rho / (norm + GRAD_NORM_EPS)))
         return saved
+
+    def _stored_directions(self) -> list[tuple[Tensor, float, Tensor]] | None:
+        """``(p, rho, g_prev)`` for every parameter with a stored direction (those the previous step had a
+        gradient for, as SAM perturbs only those), or None where there is none."""
+        directions = [(p, group['rho'], self.state[p]['ascent_direction'])
+                      for group in self.param_groups for p in group['params']
+                      if 'ascent_direction' in self.state.get(p, {})]
+        return directions or None
+
+    def _base_step(self) -> None:
+        """The base optimiser's step on the current gradients, then (``reuse_ascent``) keep them as the next
+        step's ascent direction. Stored after the step: Adam initialises a parameter's state when it finds
+        it empty."""
+        self.base_optimizer.step()
+        if self.reuse_ascent:
+            for p, _ in self._params_with_grad():
+                self.state[p]['ascent_direction'] = p.grad.detach().clone()
+        self.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def _restore(self, saved: dict[Tensor, Tensor]) -> None:
@@ -93,29 +120,37 @@ class SAM(Optimizer):
         """One SAM step (ascent, second forward-backward, base step); returns the first loss (detached).
 
         ``ascend=False``: the base optimiser's step on the gradient at w (one forward-backward), for a
-        schedule that ascends only every few steps (``EntropyAdaptation(sam_interval=k)``)."""
+        schedule that ascends only every few steps (``EntropyAdaptation(sam_interval=k)``). With
+        ``reuse_ascent`` and a stored direction: one forward-backward at the point ascended along it; the
+        loss returned is the one there."""
         if closure is None:
             raise ValueError('SAM.step needs a closure that recomputes the loss')
+        stored = self._stored_directions() if self.reuse_ascent and ascend else None
+        if stored is not None:
+            return self._perturbed_step(closure, self._ascend(stored), 'perturbed')
         try:
             first = self._backward(closure, 'first')
         except BaseException:
             self.zero_grad(set_to_none=True)
             raise
         if not ascend:
-            self.base_optimizer.step()
-            self.zero_grad(set_to_none=True)
+            self._base_step()
             return first
-        saved = self._ascend()
+        ascended = self._ascend([(p, rho, p.grad) for p, rho in self._params_with_grad()])
+        self._perturbed_step(closure, ascended, 'second (perturbed)')
+        return first
+
+    def _perturbed_step(self, closure: Callable[[], Tensor], saved: dict[Tensor, Tensor], which: str) -> Tensor:
+        """Loss and gradient at the ascended point, back to the ``saved`` w, base step; returns the loss."""
         try:
-            self._backward(closure, 'second (perturbed)')
+            loss = self._backward(closure, which)
         except BaseException:
             self._restore(saved)
             self.zero_grad(set_to_none=True)
             raise
         self._restore(saved)
-        self.base_optimizer.step()
-        self.zero_grad(set_to_none=True)
-        return first
+        self._base_step()
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimiser's state dict; its param groups carry ``rho``."""

@@ -102,6 +102,9 @@ imse_stag_no_retrieval = dict(imse_stag, code_bank=None)
 imse_stag_no_sam = dict(imse_stag, sam_rho=None)
 # SAM's ascent on every fourth image only (issue 21's cost lever; EntropyAdaptation's sam_interval).
 imse_stag_sam_every_4 = dict(imse_stag, sam_interval=4)
+# One forward-backward per image: SAM's ascent along the previous image's gradient (issue 21's cost lever;
+# EntropyAdaptation's sam_reuse_ascent).
+imse_stag_sam_reuse = dict(imse_stag, sam_reuse_ascent=True)
 # STAG's readings (methods.md 2; imse_seg/core/stag.py): (B) the gradient w.r.t. the classifier weights,
 # (C) w.r.t. the predicted class's row; (A), the feature gradient, is the default.
 imse_stag_weight_alignment = dict(

@@ -279,29 +279,31 @@ def test_bad_sam_interval_is_refused(options, message):
                           optimizer=dict(type='SGD', lr=0.1), **options)
 
 
-def test_reused_ascent_is_one_pass_along_the_previous_gradient():
-    """reuse_ascent: the first step is SAM's (two closure calls); each later step calls the closure once, at
-    w + rho g_prev / ||g_prev||, g_prev being the gradient the previous step stepped with, and steps with the
-    gradient found there; by hand on f(w) = w1^2 + 3 w2^2 with SGD."""
+def test_reused_ascent_is_one_backward_along_the_previous_gradient():
+    """reuse_ascent: the first step is SAM's (two closure calls with gradients); each later step calls the
+    closure at w without gradients (the prediction), then at w + rho g_prev / ||g_prev||, g_prev being the
+    gradient the previous step stepped with, and steps with the gradient found there; by hand on
+    f(w) = w1^2 + 3 w2^2 with SGD."""
     w = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
     sam = SAM([w], torch.optim.SGD, rho=0.1, reuse_ascent=True, lr=0.1)
     calls = []
 
     def closure():
-        calls.append(w.detach().clone())
+        calls.append((w.detach().clone(), torch.is_grad_enabled()))
         return quadratic(w)
 
     sam.step(closure)
-    assert len(calls) == 2
+    assert [grad for _, grad in calls] == [True, True]
     g_prev = torch.tensor(hand_sam_point(1.0, 1.0, 0.1), dtype=torch.float64)
     for _ in range(2):
         before = w.detach().clone()
         calls.clear()
         loss = sam.step(closure)
         point = before + 0.1 * g_prev / g_prev.norm()
-        assert len(calls) == 1
-        torch.testing.assert_close(calls[0], point, rtol=1e-12, atol=1e-12)
-        assert loss.item() == pytest.approx(quadratic(point).item(), rel=1e-12)
+        assert [grad for _, grad in calls] == [False, True]
+        torch.testing.assert_close(calls[0][0], before, rtol=0, atol=0)
+        torch.testing.assert_close(calls[1][0], point, rtol=1e-12, atol=1e-12)
+        assert loss.item() == pytest.approx(quadratic(before).item(), rel=1e-12)
         g_prev = torch.stack([2 * point[0], 6 * point[1]])
         torch.testing.assert_close(w.detach(), before - 0.1 * g_prev, rtol=1e-12, atol=1e-12)
     sam.state.clear()  # a reset optimiser state holds no direction: the next step is SAM's again
@@ -330,8 +332,8 @@ def test_reused_ascent_direction_resumes_from_the_state_dict():
     calls = []
     for _ in range(2):
         sam.step(lambda: ((w - target) ** 2).sum())
-        sam2.step(lambda: calls.append(1) or ((w2 - target) ** 2).sum())
-    assert calls == [1, 1] and torch.equal(w.detach(), w2.detach())
+        sam2.step(lambda: calls.append(torch.is_grad_enabled()) or ((w2 - target) ** 2).sum())
+    assert calls == [False, True] * 2 and torch.equal(w.detach(), w2.detach())
 
 
 def test_a_non_finite_reused_ascent_step_restores_the_weights():
@@ -344,9 +346,10 @@ def test_a_non_finite_reused_ascent_step_restores_the_weights():
     assert torch.equal(w.detach(), before) and w.grad is None
 
 
-def test_entropy_adaptation_with_reused_ascent_forwards_once_per_batch():
-    """sam_reuse_ascent: two forwards on the first batch (a SAM step), one on each later batch, two again
-    after a segment reset clears the optimiser state."""
+def test_entropy_adaptation_with_reused_ascent_back_propagates_once_per_batch():
+    """sam_reuse_ascent: two forwards with gradients on the first batch (a SAM step); on each later batch
+    one without (the prediction, at the current weights) and one with; SAM's two again after a segment
+    reset clears the optimiser state. The scored logits are those of the current weights."""
     from imse_seg.adaptation import EntropyAdaptation
 
     forwards = []
@@ -354,13 +357,14 @@ def test_entropy_adaptation_with_reused_ascent_forwards_once_per_batch():
     method = EntropyAdaptation(parameters=dict(type='AllParameters'), objective=dict(entropy=dict(
         type='EntropyTerm')), optimizer=dict(type='SGD', lr=0.5), sam_rho=0.3, sam_reuse_ascent=True,
         reset_each_segment=True)
-    method.setup(model, lambda m, inputs: forwards.append(1) or inputs + m.b)
+    method.setup(model, lambda m, inputs: forwards.append(torch.is_grad_enabled()) or inputs + m.b)
     x = torch.tensor([[2.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
-    counts = []
-    for batch in range(5):
+    sam, plain = [True, True], [False, True]
+    for batch, expected in enumerate([sam, plain, plain, sam, plain]):
         if batch == 3:
             method.start_segment('next')
         forwards.clear()
-        method.adapt(model, x)
-        counts.append(len(forwards))
-    assert counts == [2, 1, 1, 2, 1]
+        current = model.b.detach().clone()
+        scored = method.adapt(model, x)
+        assert forwards == expected, batch
+        torch.testing.assert_close(scored, x + current, rtol=0, atol=0)

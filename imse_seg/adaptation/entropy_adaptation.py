@@ -41,8 +41,8 @@ class EntropyAdaptation(AdaptationMethod):
       plain step on the others: SAM's second forward-backward is then paid once per k images (a cost
       lever of issue 21, not in the papers; 1, every batch, is IMSE's and SAR's rule).
       ``sam_reuse_ascent`` is the other such lever (:class:`~imse_seg.core.sam.SAM` ``reuse_ascent``): every
-      batch after the first gets one forward-backward, at the point ascended along the previous batch's
-      gradient; that forward is the prediction scored, and the objective sees no first-forward logits.
+      batch after the first gets a forward without gradients (the prediction, as always at the current
+      weights) and one forward-backward, at the point ascended along the previous batch's gradient.
     - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
       a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
       timm ViT: ``patch_embed``), or of its B x C x H x W maps with ``channel_dim=1`` (EfficientViT:

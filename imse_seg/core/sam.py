@@ -12,13 +12,15 @@ Construction follows the SAM implementation SAR and IMSE build on: ``SAM(params,
 rho=0.05, lr=...)`` creates the base optimiser on the same parameter groups, so ``param_groups`` (with
 ``rho`` beside ``lr``), schedulers and ``state_dict`` are those of the base optimiser.
 
-``reuse_ascent=True`` (a cost lever of issue 21, not in the papers) pays one forward-backward per step:
-after the first (a full SAM step), each step ascends along the gradient its predecessor stepped with
-(``e = rho * g_prev / ||g_prev||``, g_prev taken at the previous batch's perturbed point), computes the
-loss and gradient once, at ``w + e``, returns to w and steps. The closure's single call is then at
-``w + e``, so its forward is the prediction a test-time adapter reports: still made before this batch's
-update, from the past batches alone. g_prev lives in the base optimiser's per-parameter state
-(``ascent_direction``): checkpoints carry it, and clearing ``state`` makes the next step a full SAM step.
+``reuse_ascent=True`` (a cost lever of issue 21, not in the papers) pays one backward per step: after
+the first (a full SAM step), each step calls the closure at w without gradients (the prediction a
+test-time adapter reports, and the first logits a reliable-entropy loss compares with), then ascends
+along the gradient its predecessor stepped with (``e = rho * g_prev / ||g_prev||``, g_prev taken at the
+previous batch's perturbed point), computes the loss and gradient at ``w + e``, returns to w and steps.
+The first forward must stay at w: on the EfficientViT benchmark a perturbation of norm rho = 0.05 on the
+singular values changes most pixels' class, so scoring ``w + e`` is no prediction of w. g_prev lives in the
+base optimiser's per-parameter state (``ascent_direction``): checkpoints carry it, and clearing ``state``
+makes the next step a full SAM step.
 
 NaN safety: nothing moves unless both losses and both gradients are finite. A non-finite first loss or
 gradient raises :class:`NonFiniteError` before any parameter changes; a non-finite second loss or
@@ -121,13 +123,17 @@ class SAM(Optimizer):
 
         ``ascend=False``: the base optimiser's step on the gradient at w (one forward-backward), for a
         schedule that ascends only every few steps (``EntropyAdaptation(sam_interval=k)``). With
-        ``reuse_ascent`` and a stored direction: one forward-backward at the point ascended along it; the
-        loss returned is the one there."""
+        ``reuse_ascent`` and a stored direction: a forward without gradients at w, then one
+        forward-backward at the point ascended along the stored direction."""
         if closure is None:
             raise ValueError('SAM.step needs a closure that recomputes the loss')
         stored = self._stored_directions() if self.reuse_ascent and ascend else None
         if stored is not None:
-            return self._perturbed_step(closure, self._ascend(stored), 'perturbed')
+            with torch.no_grad():
+                first = closure()
+            assert_finite(first.detach(), 'first loss')
+            self._perturbed_step(closure, self._ascend(stored), 'second (perturbed)')
+            return first.detach()
         try:
             first = self._backward(closure, 'first')
         except BaseException:

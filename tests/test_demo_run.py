@@ -119,3 +119,15 @@ def test_comparison_refuses_runs_of_different_streams(demo_run: tuple[Path, str]
     source = load_results(out / 'source')
     with pytest.raises(ValueError, match='not the same stream'):
         format_comparison({'source': source, 'short': source[:2]})
+
+
+def test_a_child_stopped_by_a_signal_is_reported_as_stopped_not_failed(tmp_path: Path) -> None:
+    """adapt.py exits 128 + the signal after saving its stream checkpoint: the batch's last line says the
+    run is saved and continues, where a real failure points at the log."""
+    from tool_module import load_tool
+
+    child_failure = load_tool('run_demo').child_failure
+    for status in (143, 130):
+        assert child_failure('cotta', status, tmp_path) == (
+            f'cotta was stopped by a signal; its state is saved in {tmp_path} and the same command continues it')
+    assert child_failure('cotta', 1, tmp_path) == f'cotta failed with exit code 1; its log is {tmp_path / "adapt.log"}'

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -214,6 +215,18 @@ def launched(command: list[str], resume: bool) -> list[str]:
     return [('--resume' if resume and part == '--force' else part) for part in command]
 
 
+def child_failure(method: str, returncode: int, work_dir: Path) -> str:
+    """The one line that ends the batch when ``method``'s ``tools/adapt.py`` exits with ``returncode``.
+
+    A child stopped by SIGTERM or SIGINT (adapt.py's exit status 128 + the signal) saved its stream
+    checkpoint first: that is no failure, and the same command continues it.
+    """
+    if returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+        return (f'{method} was stopped by a signal; its state is saved in {work_dir} and the same command '
+                'continues it')
+    return f'{method} failed with exit code {returncode}; its log is {work_dir / "adapt.log"}'
+
+
 def prepare_checkpoint(benchmark: Benchmark, args: argparse.Namespace) -> None:
     """Convert the published checkpoint to ``--checkpoint`` (or the configs' ``load_from``) if it is missing."""
     if args.checkpoint is None and benchmark.convert_from is None:
@@ -291,8 +304,7 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                 if process.returncode != 0:
                     for other, *_ in running.values():
                         other.terminate()
-                    raise SystemExit(f'{method} failed with exit code {process.returncode}; its log is '
-                                     f'{work_dir / "adapt.log"}')
+                    raise SystemExit(child_failure(method, process.returncode, work_dir))
                 record(work_dir, commands[method], complete=True)
                 bar.write(f'{method}: done in {time.perf_counter() - started:.0f} s ({work_dir})')
             done = sum(finished_segments(out / method) for method in args.method_list if method not in waiting)

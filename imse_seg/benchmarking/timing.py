@@ -113,7 +113,7 @@ def interleaved_timings(cases: dict[str, Case], device: torch.device, warmup: in
             if cuda:
                 end_event.record()
             _synchronize(device)
-            calls = getattr(fn, 'images', 1)
+            calls = fn.images if isinstance(fn, Repeated) else 1
             elapsed = (time.perf_counter() - start) / calls
             if round_ >= warmup:
                 results[name].wall_s.append(elapsed)

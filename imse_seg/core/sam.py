@@ -147,17 +147,16 @@ class SAM(Optimizer):
         self._perturbed_step(closure, ascended, 'second (perturbed)')
         return first
 
-    def _perturbed_step(self, closure: Callable[[], Tensor], saved: dict[Tensor, Tensor], which: str) -> Tensor:
-        """Loss and gradient at the ascended point, back to the ``saved`` w, base step; returns the loss."""
+    def _perturbed_step(self, closure: Callable[[], Tensor], saved: dict[Tensor, Tensor], which: str) -> None:
+        """Loss and gradient at the ascended point, back to the ``saved`` w, then the base step."""
         try:
-            loss = self._backward(closure, which)
+            self._backward(closure, which)
         except BaseException:
             self._restore(saved)
             self.zero_grad(set_to_none=True)
             raise
         self._restore(saved)
         self._base_step()
-        return loss
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimiser's state dict; its param groups carry ``rho``."""

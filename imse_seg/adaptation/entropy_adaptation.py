@@ -125,11 +125,10 @@ class EntropyAdaptation(AdaptationMethod):
             logits = self.forward(model, inputs)
             earlier = first.get('logits')  # set on SAM's second (perturbed) call
             first.setdefault('logits', logits.detach())
-            loss, parts = self.objective(ForwardOutputs(
+            loss, _ = self.objective(ForwardOutputs(
                 logits, valid=None if valid is None else valid(logits),
                 features=self.context.classifier_input.pop('features', None),
                 input_size=tuple(inputs.shape[-2:]), first_logits=earlier))
-            first.setdefault('parts', parts)
             return loss
 
         with torch.enable_grad():

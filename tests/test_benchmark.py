@@ -31,6 +31,11 @@ def test_tool_writes_every_case(tmp_path: Path) -> None:
         for case in run['cases'].values():
             assert len(case['wall_s']) == 1 and case['wall_median_s'] > 0 and case['peak_bytes'] >= 0
         assert run['ratio_to_inference']['inference'] == 1.0
+        tent = run['cases']['step:tent']['wall_s'][0]
+        assert set(run['ratio_to_tent']) == {f'step:{name}' for name in METHODS}
+        for name in METHODS:
+            assert run['ratio_to_tent'][f'step:{name}'] == pytest.approx(
+                run['cases'][f'step:{name}']['wall_s'][0] / tent, rel=1e-12)
         assert set(run['targets']) == {'stag_over_tent', 'stag_over_imse', 'spectral_over_plain_inference',
                                        'imse_stag_over_tent', 'imse_stag_over_cotta'}
     assert record['methods']['imse_stag_no_sam']['sam_rho'] is None

@@ -5,8 +5,8 @@ one ``adapt`` step of each method (source, tent, cotta, imse, tent_stag, imse_st
 SAM's second pass), the spectral segmentor's inference with unchanged singular values, the spectral weight
 recomposition, the STAG loss and the code bank's statistics and retrieval (see
 :mod:`imse_seg.benchmarking.segmentation`). Medians over ``--repeats`` interleaved rounds after
-``--warmup`` rounds; peak memory of one more call. Prints a table with ratios to plain inference and the
-issue's targets, and writes JSON. On CPU the default is one intra-op thread (``--threads``): on a small
+``--warmup`` rounds; peak memory of one more call. Prints a table with ratios to plain inference (and of
+each step to a TENT step) and the issue's targets, and writes JSON. On CPU the default is one intra-op thread (``--threads``): on a small
 shared machine more threads measure the contention more than the work. ``--amp``: inference and steps in mixed
 precision, as ``tools/adapt.py --amp``.
 """

@@ -7,6 +7,7 @@ from typing import Mapping
 from .timing import CaseResult
 
 BASELINE = 'inference'
+STEP_BASELINE = 'step:tent'  # issue 21's yardstick: the floor of an update, one forward and one backward
 # (name, numerator, denominator, limit): the issue's targets as ratios of paired per-round times.
 TARGETS = (
     ('stag_over_tent', 'step:tent_stag', 'step:tent', 1.05),
@@ -27,6 +28,13 @@ def ratios_to_inference(results: Mapping[str, CaseResult]) -> dict[str, float]:
     return {name: paired_ratio(results, name, BASELINE) for name in results}
 
 
+def ratios_to_tent(results: Mapping[str, CaseResult]) -> dict[str, float]:
+    """Every step case over a TENT step of the same round (empty without a TENT step)."""
+    if STEP_BASELINE not in results:
+        return {}
+    return {name: paired_ratio(results, name, STEP_BASELINE) for name in results if name.startswith('step:')}
+
+
 def targets(results: Mapping[str, CaseResult]) -> dict[str, dict]:
     """Each target whose cases were measured: the ratio, its limit, and whether it is met (ratio < limit,
     or <= for the 1.5x TENT bound of issue 21)."""
@@ -40,18 +48,22 @@ def targets(results: Mapping[str, CaseResult]) -> dict[str, dict]:
 
 
 def format_table(results: Mapping[str, CaseResult]) -> str:
-    """Median ms (wall; CUDA events when measured), ratio to inference, peak MB, one line per case."""
-    ratios = ratios_to_inference(results)
+    """Median ms (wall; CUDA events when measured), ratio to inference, peak MB and, for the steps, the
+    ratio to a TENT step, one line per case."""
+    ratios, to_tent = ratios_to_inference(results), ratios_to_tent(results)
     cuda = any(r.device_s for r in results.values())
     header = f'{"case":28s} {"wall ms":>10s}' + (f' {"cuda ms":>10s}' if cuda else '') + \
-        f' {"x inference":>12s} {"peak MB":>9s}'
+        f' {"x inference":>12s} {"peak MB":>9s}' + (f' {"x TENT step":>12s}' if to_tent else '')
     lines = [header]
     for name, result in results.items():
         line = f'{name:28s} {1000 * result.wall_median:10.2f}'
         if cuda:
             line += f' {1000 * result.device_median:10.2f}'
         peak = '' if result.peak_bytes is None else f'{result.peak_bytes / 2 ** 20:.1f}'
-        lines.append(line + f' {ratios[name]:12.3f} {peak:>9s}')
+        line += f' {ratios[name]:12.3f} {peak:>9s}'
+        if name in to_tent:
+            line += f' {to_tent[name]:12.3f}'
+        lines.append(line)
     return '\n'.join(lines)
 
 
@@ -64,4 +76,5 @@ def run_record(batch: int, size: tuple[int, int], results: Mapping[str, CaseResu
     """The JSON record of one input shape."""
     return dict(batch=batch, height=size[0], width=size[1],
                 cases={name: result.as_dict() for name, result in results.items()},
-                ratio_to_inference=ratios_to_inference(results), targets=targets(results))
+                ratio_to_inference=ratios_to_inference(results), ratio_to_tent=ratios_to_tent(results),
+                targets=targets(results))

@@ -17,9 +17,9 @@ the first (a full SAM step), each step calls the closure at w without gradients 
 test-time adapter reports, and the first logits a reliable-entropy loss compares with), then ascends
 along the gradient its predecessor stepped with (``e = rho * g_prev / ||g_prev||``, g_prev taken at the
 previous batch's perturbed point), computes the loss and gradient at ``w + e``, returns to w and steps.
-The first forward must stay at w: on three frames of the EfficientViT benchmark, SAM's perturbation
-(rho = 0.05 on the singular values) changes the class of 17-58 % of the pixels, so ``w + e`` predicts
-nothing like w (scored there, IMSE+STAG fell from 40.4 to 22.3 mIoU). g_prev lives in the
+The first forward must stay at w: SAM's perturbation (rho = 0.05 on the singular values) moves the
+predictions far from those of w; scored at ``w + e``, IMSE+STAG fell from 40.4 to 22.3 mIoU on the
+EfficientViT benchmark (docs/benchmarks.md). g_prev lives in the
 base optimiser's per-parameter state (``ascent_direction``): checkpoints carry it, and clearing ``state``
 makes the next step a full SAM step.
 

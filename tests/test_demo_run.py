@@ -8,8 +8,10 @@ the predictions. The full-size figures are in docs/results.md; none is hard-code
 """
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,36 @@ def test_a_child_stopped_by_a_signal_is_reported_as_stopped_not_failed(tmp_path:
         assert child_failure('cotta', status, tmp_path) == (
             f'cotta was stopped by a signal; its state is saved in {tmp_path} and the same command continues it')
     assert child_failure('cotta', 1, tmp_path) == f'cotta failed with exit code 1; its log is {tmp_path / "adapt.log"}'
+
+
+def test_sigterm_to_the_batch_stops_each_running_method_saved(demo_run: tuple[Path, str]) -> None:
+    """The batch passes its SIGTERM on to the ``tools/adapt.py`` it runs, which saves its stream checkpoint:
+    no run is left streaming on its own, and the batch ends like adapt.py, with 128 + the signal."""
+    out, _ = demo_run
+    root = out.parents[3]
+    work_dir = root / 'stopped' / 'efficientvit' / 'train' / 'r1_4frames' / 'cotta'
+    batch = subprocess.Popen(
+        [sys.executable, 'tools/run_demo.py', '--methods', 'cotta', '--rounds', '1', '--frames-per-condition', '4',
+         '--data', str(root / 'data'), '--checkpoint', str(root / 'b0.pth'), '--work-dir', str(root / 'stopped')],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = work_dir / 'adapt.log'
+    deadline = time.monotonic() + 300
+    while not (log.exists() and 'segment fog round 1' in log.read_text()):
+        assert batch.poll() is None and time.monotonic() < deadline, 'the stream never started'
+        time.sleep(0.5)
+    batch.send_signal(signal.SIGTERM)
+    _, stderr = batch.communicate(timeout=300)
+    assert batch.returncode == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1] == (
+        f'cotta was stopped by a signal; its state is saved in {work_dir} and the same command continues it')
+    assert 'stopped by SIGTERM at round 1, segment fog' in log.read_text()
+    assert (work_dir / 'stream_checkpoint.pth').exists()
+    assert not [path for path in Path('/proc').glob('[0-9]*/cmdline')
+                if str(work_dir).encode() in _read_or_empty(path)], 'an adapt.py outlived its batch'
+
+
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b''

@@ -19,7 +19,8 @@ model adapting online, batch 1, to CamVid frames under fog -> night -> rain -> s
    process is faster here than two threads fighting over two cores). A method whose results there are
    complete and came from the same command is reused, so ``--all`` after ``--methods tent`` adds only the
    missing methods; a run that was interrupted (stopped, killed, the machine lost) continues from its
-   stream checkpoint with ``--resume``. A progress bar counts the stream segments finished;
+   stream checkpoint with ``--resume``; SIGTERM or Ctrl-C stops every running method, each saved. A progress
+   bar counts the stream segments finished;
 3. prints the comparison table (per condition averaged over rounds, first and last round, mean, seconds
    per image) and writes it to ``summary.md`` beside the runs with the plot of every method along the
    stream, ``miou_stream.png``.
@@ -43,6 +44,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from mmengine.config import Config
 from tqdm import tqdm
@@ -215,6 +217,54 @@ def launched(command: list[str], resume: bool) -> list[str]:
     return [('--resume' if resume and part == '--force' else part) for part in command]
 
 
+class BatchStop:
+    """SIGTERM or SIGINT (Ctrl-C) to the batch: each running ``tools/adapt.py`` is asked once to save and stop.
+
+    The children run in sessions of their own, so a terminal's Ctrl-C reaches this process alone, which
+    passes it on as one SIGTERM per child: adapt.py saves its stream checkpoint on the first signal and
+    ends at once, unsaved, on a second. A second signal here is passed on too, for a user who will not wait.
+    """
+
+    def __init__(self, running: dict[str, tuple[subprocess.Popen, Path, float]]) -> None:
+        self.running = running
+        self.signum: int | None = None
+        self.signalled: set[int] = set()
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        again = self.signum is not None
+        self.signum = self.signum or signum
+        self._pass_on(again)
+
+    def _pass_on(self, again: bool = False) -> None:
+        for process, *_ in list(self.running.values()):
+            if process.poll() is None and (again or process.pid not in self.signalled):
+                self.signalled.add(process.pid)
+                process.send_signal(signal.SIGTERM)
+
+    def finish(self, commands: dict[str, list[str]]) -> NoReturn:
+        """End the stopped batch once every running child has saved (or finished): one line per child on
+        stderr, then exit 128 + the signal, as adapt.py does."""
+        self._pass_on()
+        for method, (process, work_dir, _) in self.running.items():
+            status = process.wait()
+            if status == 0:
+                record(work_dir, commands[method], complete=True)
+                print(f'{method}: done ({work_dir})', file=sys.stderr, flush=True)
+            else:
+                print(child_failure(method, status, work_dir), file=sys.stderr, flush=True)
+        raise SystemExit(128 + self.signum)
+
+    def __enter__(self) -> BatchStop:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 def child_failure(method: str, returncode: int, work_dir: Path) -> str:
     """The one line that ends the batch when ``method``'s ``tools/adapt.py`` exits with ``returncode``.
 
@@ -261,6 +311,21 @@ def prepare_data(benchmark: Benchmark, args: argparse.Namespace) -> None:
         raise SystemExit(f'the demo data could not be written (exit status {generated.returncode})')
 
 
+def start_run(method: str, work_dir: Path, command: list[str], jobs: int, bar: tqdm) -> subprocess.Popen:
+    """Start ``command`` (one method's ``tools/adapt.py``) into ``work_dir``, continuing an interrupted run of
+    it, in a session of its own (see :class:`BatchStop`) and with its output in ``adapt.log`` there."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    resume = can_resume(work_dir, command)
+    if resume:
+        bar.write(f'{method}: continuing the interrupted run in {work_dir}')
+    else:
+        (work_dir / RESULTS_JSONL).unlink(missing_ok=True)
+        record(work_dir, command, complete=False)
+    with open(work_dir / 'adapt.log', 'a' if resume else 'w') as log:
+        return subprocess.Popen([sys.executable, *launched(command, resume)], cwd=REPO, env=child_env(jobs),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> None:
     """Run every method's ``tools/adapt.py``, ``args.jobs`` at a time, with a bar over finished segments."""
     options = [f'test_dataloader.dataset.data_root={args.data}', f'test_dataloader.dataset.split={args.split}']
@@ -276,40 +341,34 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                       if not is_complete(out / method, commands[method], segments[method])),
                      key=lambda method: -COST.get(method, COST['imse_stag']))
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
-    with tqdm(total=sum(segments.values()), unit='segment', desc='demo', dynamic_ncols=True) as bar:
-        for method in args.method_list:
-            if method not in waiting:
-                bar.write(f'{method}: reused the finished run in {out / method}')
-        while waiting or running:
-            while waiting and len(running) < args.jobs:
-                method = waiting.pop(0)
-                work_dir = out / method
-                work_dir.mkdir(parents=True, exist_ok=True)
-                resume = can_resume(work_dir, commands[method])
-                if resume:
-                    bar.write(f'{method}: continuing the interrupted run in {work_dir}')
-                else:
-                    (work_dir / RESULTS_JSONL).unlink(missing_ok=True)
-                    record(work_dir, commands[method], complete=False)
-                log = open(work_dir / 'adapt.log', 'a' if resume else 'w')
-                process = subprocess.Popen([sys.executable, *launched(commands[method], resume)], cwd=REPO,
-                                           env=child_env(args.jobs), stdout=log, stderr=subprocess.STDOUT)
-                log.close()
-                running[method] = (process, work_dir, time.perf_counter())
-            time.sleep(1)
-            for method, (process, work_dir, started) in list(running.items()):
-                if process.poll() is None:
-                    continue
-                del running[method]
-                if process.returncode != 0:
-                    for other, *_ in running.values():
-                        other.terminate()
-                    raise SystemExit(child_failure(method, process.returncode, work_dir))
-                record(work_dir, commands[method], complete=True)
-                bar.write(f'{method}: done in {time.perf_counter() - started:.0f} s ({work_dir})')
-            done = sum(finished_segments(out / method) for method in args.method_list if method not in waiting)
-            if done != bar.n:
-                bar.update(done - bar.n)
+    with BatchStop(running) as stop:
+        with tqdm(total=sum(segments.values()), unit='segment', desc='demo', dynamic_ncols=True) as bar:
+            for method in args.method_list:
+                if method not in waiting:
+                    bar.write(f'{method}: reused the finished run in {out / method}')
+            while waiting or running:
+                while waiting and len(running) < args.jobs and stop.signum is None:
+                    method = waiting.pop(0)
+                    process = start_run(method, out / method, commands[method], args.jobs, bar)
+                    running[method] = (process, out / method, time.perf_counter())
+                time.sleep(1)
+                if stop.signum is not None:
+                    break
+                for method, (process, work_dir, started) in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    del running[method]
+                    if process.returncode != 0:
+                        for other, *_ in running.values():
+                            other.terminate()
+                        raise SystemExit(child_failure(method, process.returncode, work_dir))
+                    record(work_dir, commands[method], complete=True)
+                    bar.write(f'{method}: done in {time.perf_counter() - started:.0f} s ({work_dir})')
+                done = sum(finished_segments(out / method) for method in args.method_list if method not in waiting)
+                if done != bar.n:
+                    bar.update(done - bar.n)
+        if stop.signum is not None:
+            stop.finish(commands)
 
 
 def details(runs: dict[str, list[dict]], out: Path) -> str:

@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Tests run single-threaded (tests/conftest.py): one pytest-xdist worker per core, each test file on one
+# worker so that its module fixtures are built once.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: demo test install clean
 
@@ -19,7 +22,7 @@ demo: $(STAMP)
 	$(PY) tools/run_demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -269,8 +269,7 @@ def test_sam_interval_ascends_on_every_kth_batch_only():
 @pytest.mark.parametrize('options, message', [
     (dict(sam_rho=0.05, sam_interval=0), 'sam_interval must be a positive integer, got 0'),
     (dict(sam_interval=2), 'sam_interval=2 needs SAM: set sam_rho too'),
-    (dict(sam_reuse_ascent=True), 'sam_reuse_ascent needs SAM: set sam_rho too'),
-    (dict(sam_rho=0.05, sam_interval=2, sam_reuse_ascent=True), 'both thin out SAM.s second pass: choose one')])
+    (dict(sam_reuse_ascent=True), 'sam_reuse_ascent needs SAM: set sam_rho too')])
 def test_bad_sam_interval_is_refused(options, message):
     from imse_seg.adaptation import EntropyAdaptation
 
@@ -368,3 +367,31 @@ def test_entropy_adaptation_with_reused_ascent_back_propagates_once_per_batch():
         scored = method.adapt(model, x)
         assert forwards == expected, batch
         torch.testing.assert_close(scored, x + current, rtol=0, atol=0)
+
+
+def test_reused_ascent_every_other_batch_ascends_along_the_plain_batch_gradient():
+    """sam_interval=2 with sam_reuse_ascent: batch 0 takes SAM's step, each odd batch a plain step at w, and
+    each later even batch a forward without gradients at w, then one with at w + rho g / ||g||, g being the
+    odd batch's gradient at its w (with SGD, (w_before - w_after) / lr)."""
+    from imse_seg.adaptation import EntropyAdaptation
+
+    forwards = []
+    model = Offset(2)
+    method = EntropyAdaptation(parameters=dict(type='AllParameters'), objective=dict(entropy=dict(
+        type='EntropyTerm')), optimizer=dict(type='SGD', lr=0.5), sam_rho=0.3, sam_interval=2,
+        sam_reuse_ascent=True)
+    method.setup(model, lambda m, inputs: forwards.append((m.b.detach().clone(), torch.is_grad_enabled()))
+                 or inputs + m.b)
+    x = torch.tensor([[2.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    weights = [model.b.detach().clone()]
+    for batch in range(5):
+        forwards.clear()
+        scored = method.adapt(model, x)
+        weights.append(model.b.detach().clone())
+        torch.testing.assert_close(scored, x + weights[batch], rtol=0, atol=0)
+        expected = [True, True] if batch == 0 else [True] if batch % 2 else [False, True]
+        assert [grad for _, grad in forwards] == expected, batch
+        if batch and batch % 2 == 0:
+            g = (weights[batch - 1] - weights[batch]) / 0.5
+            torch.testing.assert_close(forwards[0][0], weights[batch], rtol=0, atol=0)
+            torch.testing.assert_close(forwards[1][0], weights[batch] + 0.3 * g / g.norm(), rtol=1e-9, atol=1e-9)

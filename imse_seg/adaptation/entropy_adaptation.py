@@ -42,7 +42,9 @@ class EntropyAdaptation(AdaptationMethod):
       lever of issue 21, not in the papers; 1, every batch, is IMSE's and SAR's rule).
       ``sam_reuse_ascent`` is the other such lever (:class:`~imse_seg.core.sam.SAM` ``reuse_ascent``): every
       batch after the first gets a forward without gradients (the prediction, as always at the current
-      weights) and one forward-backward, at the point ascended along the previous batch's gradient.
+      weights) and one forward-backward, at the point ascended along the previous batch's gradient. With
+      both, the batches between ascents take plain steps, and each ascent reuses the gradient at w of the
+      plain batch before it: a backward per image, and a no-grad forward only every k-th.
     - ``code_bank``: IMSE's domain-aware code retrieval (methods.md 1.4), fed with the tokens (B x N x C) of
       a frozen copy of ``feature_module`` (SegFormer: ``backbone.layers.0.0``, the first patch embedding;
       timm ViT: ``patch_embed``), or of its B x C x H x W maps with ``channel_dim=1`` (EfficientViT:
@@ -64,9 +66,6 @@ class EntropyAdaptation(AdaptationMethod):
             raise ValueError(f'sam_interval={sam_interval} needs SAM: set sam_rho too')
         if sam_reuse_ascent and sam_rho is None:
             raise ValueError('sam_reuse_ascent needs SAM: set sam_rho too')
-        if sam_reuse_ascent and sam_interval > 1:
-            raise ValueError(f'sam_reuse_ascent and sam_interval={sam_interval} both thin out SAM\'s second '
-                             'pass: choose one')
         self.parameters_cfg = dict(parameters)
         self.objective_cfg = {name: dict(cfg) for name, cfg in objective.items()}
         self.optimizer_cfg = dict(optimizer)

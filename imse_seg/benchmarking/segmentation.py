@@ -37,7 +37,8 @@ METHODS = ('source', 'tent', 'cotta', 'imse', 'tent_stag', 'imse_stag', 'imse_st
 # Variants measured beside the configured methods: (base method, overrides).
 VARIANTS = {'imse_stag_no_sam': ('imse_stag', dict(sam_rho=None)),
             **{f'imse_stag_sam_every_{k}': ('imse_stag', dict(sam_interval=k)) for k in (2, 4, 8)},
-            'imse_stag_sam_reuse': ('imse_stag', dict(sam_reuse_ascent=True))}
+            'imse_stag_sam_reuse': ('imse_stag', dict(sam_reuse_ascent=True)),
+            'imse_stag_sam_reuse_every_2': ('imse_stag', dict(sam_reuse_ascent=True, sam_interval=2))}
 INPUT_POOL = 4
 BANK_ENTRIES = 5
 

@@ -105,6 +105,8 @@ imse_stag_sam_every_4 = dict(imse_stag, sam_interval=4)
 # One forward-backward per image: SAM's ascent along the previous image's gradient (issue 21's cost lever;
 # EntropyAdaptation's sam_reuse_ascent).
 imse_stag_sam_reuse = dict(imse_stag, sam_reuse_ascent=True)
+# The same ascent on every other image, along the plain step's gradient of the image before (issue 21).
+imse_stag_sam_reuse_every_2 = dict(imse_stag, sam_reuse_ascent=True, sam_interval=2)
 # STAG's readings (methods.md 2; imse_seg/core/stag.py): (B) the gradient w.r.t. the classifier weights,
 # (C) w.r.t. the predicted class's row; (A), the feature gradient, is the default.
 imse_stag_weight_alignment = dict(

@@ -21,7 +21,8 @@ The first forward must stay at w: SAM's perturbation (rho = 0.05 on the singular
 predictions far from those of w; scored at ``w + e``, IMSE+STAG fell from 40.4 to 22.3 mIoU on the
 EfficientViT benchmark (docs/benchmarks.md). g_prev lives in the
 base optimiser's per-parameter state (``ascent_direction``): checkpoints carry it, and clearing ``state``
-makes the next step a full SAM step.
+makes the next step a full SAM step. A step without ascent (``step(closure, ascend=False)``) stores its
+gradient at w too, so a schedule that ascends every k-th step reuses the gradient of the step before.
 
 NaN safety: nothing moves unless both losses and both gradients are finite. A non-finite first loss or
 gradient raises :class:`NonFiniteError` before any parameter changes; a non-finite second loss or

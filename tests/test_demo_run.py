@@ -137,13 +137,15 @@ def test_a_child_stopped_by_a_signal_is_reported_as_stopped_not_failed(tmp_path:
 
 def test_sigterm_to_the_batch_stops_each_running_method_saved(demo_run: tuple[Path, str]) -> None:
     """The batch passes its SIGTERM on to the ``tools/adapt.py`` it runs, which saves its stream checkpoint:
-    no run is left streaming on its own, and the batch ends like adapt.py, with 128 + the signal."""
+    no run is left streaming on its own, the one still waiting is named, and the batch ends like adapt.py,
+    with 128 + the signal."""
     out, _ = demo_run
     root = out.parents[3]
     work_dir = root / 'stopped' / 'efficientvit' / 'train' / 'r1_4frames' / 'cotta'
     batch = subprocess.Popen(
-        [sys.executable, 'tools/run_demo.py', '--methods', 'cotta', '--rounds', '1', '--frames-per-condition', '4',
-         '--data', str(root / 'data'), '--checkpoint', str(root / 'b0.pth'), '--work-dir', str(root / 'stopped')],
+        [sys.executable, 'tools/run_demo.py', '--methods', 'tent', 'cotta', '--jobs', '1', '--rounds', '1',
+         '--frames-per-condition', '4', '--data', str(root / 'data'), '--checkpoint', str(root / 'b0.pth'),
+         '--work-dir', str(root / 'stopped')],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log = work_dir / 'adapt.log'
     deadline = time.monotonic() + 300
@@ -153,9 +155,11 @@ def test_sigterm_to_the_batch_stops_each_running_method_saved(demo_run: tuple[Pa
     batch.send_signal(signal.SIGTERM)
     _, stderr = batch.communicate(timeout=300)
     assert batch.returncode == 128 + signal.SIGTERM
-    assert stderr.strip().splitlines()[-1] == (
-        f'cotta was stopped by a signal; its state is saved in {work_dir} and the same command continues it')
+    assert stderr.strip().splitlines()[-2:] == [
+        'stopped by SIGTERM before tent started; the same command runs them',
+        f'cotta was stopped by a signal; its state is saved in {work_dir} and the same command continues it']
     assert 'stopped by SIGTERM at round 1, segment fog' in log.read_text()
+    assert not (work_dir.parent / 'tent').exists()
     assert (work_dir / 'stream_checkpoint.pth').exists()
     assert not [path for path in Path('/proc').glob('[0-9]*/cmdline')
                 if str(work_dir).encode() in _read_or_empty(path)], 'an adapt.py outlived its batch'

@@ -242,10 +242,13 @@ class BatchStop:
                 self.signalled.add(process.pid)
                 process.send_signal(signal.SIGTERM)
 
-    def finish(self, commands: dict[str, list[str]]) -> NoReturn:
+    def finish(self, commands: dict[str, list[str]], waiting: list[str]) -> NoReturn:
         """End the stopped batch once every running child has saved (or finished): one line per child on
-        stderr, then exit 128 + the signal, as adapt.py does."""
+        stderr (and one for the methods ``waiting`` to start), then exit 128 + the signal, as adapt.py does."""
         self._pass_on()
+        if waiting:
+            print(f'stopped by {signal.Signals(self.signum).name} before {", ".join(waiting)} started; the same '
+                  'command runs them', file=sys.stderr, flush=True)
         for method, (process, work_dir, _) in self.running.items():
             status = process.wait()
             if status == 0:
@@ -368,7 +371,7 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                 if done != bar.n:
                     bar.update(done - bar.n)
         if stop.signum is not None:
-            stop.finish(commands)
+            stop.finish(commands, waiting)
 
 
 def details(runs: dict[str, list[dict]], out: Path) -> str:

@@ -53,6 +53,7 @@ from imse_seg.reporting import RESULTS_JSONL, atomic_write_text, load_results
 from imse_seg.reporting.comparison import format_comparison, format_per_class
 from imse_seg.reporting.shift_detections import format_detections, score_detections
 from imse_seg.cli import exit_with
+from imse_seg.seg.engine.continual_loop import STOP_SIGNALS
 from imse_seg.seg.engine.stream_checkpoint import STREAM_CHECKPOINT
 from imse_seg.third_party import EFFICIENTVIT_B0_CITYSCAPES
 
@@ -234,9 +235,10 @@ class BatchStop:
     def _handle(self, signum: int, frame) -> None:
         again = self.signum is not None
         self.signum = self.signum or signum
-        self._pass_on(again)
+        self.pass_on(again)
 
-    def _pass_on(self, again: bool = False) -> None:
+    def pass_on(self, again: bool = False) -> None:
+        """SIGTERM to each running child not yet sent one (``again``: to each running child)."""
         for process, *_ in list(self.running.values()):
             if process.poll() is None and (again or process.pid not in self.signalled):
                 self.signalled.add(process.pid)
@@ -245,7 +247,7 @@ class BatchStop:
     def finish(self, commands: dict[str, list[str]], waiting: list[str]) -> NoReturn:
         """End the stopped batch once every running child has saved (or finished): one line per child on
         stderr (and one for the methods ``waiting`` to start), then exit 128 + the signal, as adapt.py does."""
-        self._pass_on()
+        self.pass_on()
         if waiting:
             print(f'stopped by {signal.Signals(self.signum).name} before {", ".join(waiting)} started; the same '
                   'command runs them', file=sys.stderr, flush=True)
@@ -259,7 +261,7 @@ class BatchStop:
         raise SystemExit(128 + self.signum)
 
     def __enter__(self) -> BatchStop:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -362,8 +364,7 @@ def run_methods(benchmark: Benchmark, args: argparse.Namespace, out: Path) -> No
                         continue
                     del running[method]
                     if process.returncode != 0:
-                        for other, *_ in running.values():
-                            other.terminate()
+                        stop.pass_on()
                         raise SystemExit(child_failure(method, process.returncode, work_dir))
                     record(work_dir, commands[method], complete=True)
                     bar.write(f'{method}: done in {time.perf_counter() - started:.0f} s ({work_dir})')

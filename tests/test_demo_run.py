@@ -135,6 +135,22 @@ def test_a_child_stopped_by_a_signal_is_reported_as_stopped_not_failed(tmp_path:
     assert child_failure('cotta', 1, tmp_path) == f'cotta failed with exit code 1; its log is {tmp_path / "adapt.log"}'
 
 
+def test_a_run_gets_its_share_of_the_threads_and_openmps_own_wait_policy(monkeypatch) -> None:
+    """Two threads with sleeping OpenMP waiters (the ``PASSIVE`` run_demo forced before) ran slower than one
+    thread here (docs/benchmarks.md): a run's wait policy is now the user's, or OpenMP's default."""
+    from tool_module import load_tool
+    child_env = load_tool('run_demo').child_env
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
+    monkeypatch.setattr('os.cpu_count', lambda: 4)
+    assert child_env(1)['OMP_NUM_THREADS'] == '4' and child_env(2)['OMP_NUM_THREADS'] == '2'
+    assert child_env(8)['OMP_NUM_THREADS'] == '1'
+    assert 'OMP_WAIT_POLICY' not in child_env(1)
+    monkeypatch.setenv('OMP_WAIT_POLICY', 'ACTIVE')
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')
+    assert (child_env(2)['OMP_WAIT_POLICY'], child_env(2)['OMP_NUM_THREADS']) == ('ACTIVE', '3')
+
+
 def test_sigterm_to_the_batch_stops_each_running_method_saved(demo_run: tuple[Path, str]) -> None:
     """The batch passes its SIGTERM on to the ``tools/adapt.py`` it runs, which saves its stream checkpoint:
     no run is left streaming on its own, the one still waiting is named, and the batch ends like adapt.py,

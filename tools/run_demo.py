@@ -16,7 +16,7 @@ model adapting online, batch 1, to CamVid frames under fog -> night -> rain -> s
 2. runs ``tools/adapt.py configs/<benchmark config>_<method>.py`` for each method into
    ``<work-dir>/<benchmark>/<split>/r<rounds>[_<N>frames]/<method>/`` (its output in ``adapt.log`` there), ``--jobs``
    processes at a time, the slowest first, each with an equal share of the CPU's threads (one thread per
-   process is faster here than two threads fighting over two cores). A method whose results there are
+   process is faster here than two threads fighting over two cores; ``--jobs 1`` gives one run both). A method whose results there are
    complete and came from the same command is reused, so ``--all`` after ``--methods tent`` adds only the
    missing methods; a run that was interrupted (stopped, killed, the machine lost) continues from its
    stream checkpoint with ``--resume``; SIGTERM or Ctrl-C stops every running method, each saved. A progress
@@ -175,10 +175,14 @@ def stream_segments(config: Path, rounds: int | None) -> tuple[int, int]:
 
 
 def child_env(jobs: int) -> dict[str, str]:
-    """The environment of a run: an equal share of the threads, OpenMP threads that sleep when idle."""
+    """The environment of a run: an equal share of the threads (``$OMP_NUM_THREADS`` if set).
+
+    OpenMP's wait policy is left to OpenMP (its waiting threads spin briefly, then sleep) unless set:
+    a one-thread run has no waiting threads, and a run of two threads with sleeping waiters (``PASSIVE``,
+    forced here before) was slower than one thread on this machine (docs/benchmarks.md).
+    """
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    return dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', threads),
-                OMP_WAIT_POLICY=os.environ.get('OMP_WAIT_POLICY', 'PASSIVE'))
+    return dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', threads))
 
 
 def finished_segments(work_dir: Path) -> int:

@@ -18,9 +18,9 @@ model adapting online, batch 1, to CamVid frames under fog -> night -> rain -> s
    processes at a time, the slowest first, each with an equal share of the CPU's threads (one thread per
    process is faster here than two threads fighting over two cores; ``--jobs 1`` gives one run both). A
    method whose results there are complete and came from the same command is reused, so ``--all`` after
-   ``--methods tent`` adds only the missing methods; a run that was interrupted (stopped, killed, the machine lost) continues from its
-   stream checkpoint with ``--resume``; SIGTERM or Ctrl-C stops every running method, each saved. A progress
-   bar counts the stream segments finished;
+   ``--methods tent`` adds only the missing methods; a run that was interrupted (stopped, killed, the
+   machine lost) continues from its stream checkpoint with ``--resume``; SIGTERM or Ctrl-C stops every
+   running method, each saved. A progress bar counts the stream segments finished;
 3. prints the comparison table (per condition averaged over rounds, first and last round, mean, seconds
    per image) and writes it to ``summary.md`` beside the runs with the plot of every method along the
    stream, ``miou_stream.png``.
